@@ -1,0 +1,46 @@
+# Set-up is part of every target: a fresh clone needs nothing but `make test` or `make demo`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install ffmpeg test test-all demo bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+ffmpeg:
+	@if command -v ffmpeg >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing FFmpeg with apt-get (needed by torchcodec)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
+	else \
+		echo "FFmpeg is missing and apt-get is unavailable: install FFmpeg (shared libraries and the ffmpeg binary) with your system's package manager, then re-run make." >&2; \
+		exit 1; \
+	fi
+
+$(STAMP): $(PY) setup.cfg constraints.txt pyproject.toml
+	$(MAKE) ffmpeg
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m "" 
+
+demo: install
+	$(PY) -m discovr.demo
+
+bench: install
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) demo_output .pytest_cache
