@@ -25,6 +25,12 @@ logger = logging.getLogger(__name__)
 
 # Reference checkpoint prefixes of the two video encoders.
 VIDEO_ENCODER_PREFIXES = {"student": "encoder", "teacher": "video_teacher"}
+# Every top-level group a published DISCOVR checkpoint holds; anything else is not a DISCOVR checkpoint.
+REFERENCE_GROUPS = frozenset({
+    "encoder", "video_teacher", "image_student", "image_teacher", "decoder", "encoder_to_decoder", "mask_token",
+    "prototypes", "image_center", "video_center", "image_dino_head", "image_teacher_head", "video_dino_head",
+    "video_teacher_head",
+})
 
 
 class CheckpointConversionError(ValueError):
@@ -195,13 +201,23 @@ def infer_config(
         layer_norm_eps=float(reference_args.get("layer_norm_eps_video", 1e-6)),
     )
     if "decoder.blocks.0.mlp.fc1.weight" in state_dict:
-        fields.update(
-            decoder_hidden_size=int(state_dict["encoder_to_decoder.weight"].shape[0]),
-            decoder_num_hidden_layers=count_blocks(state_dict, "decoder.blocks"),
-            decoder_intermediate_size=int(state_dict["decoder.blocks.0.mlp.fc1.weight"].shape[0]),
-        )
         if "decoder_num_heads" in reference_args:
-            fields["decoder_num_attention_heads"] = int(reference_args["decoder_num_heads"])
+            fields.update(
+                decoder_hidden_size=int(state_dict["encoder_to_decoder.weight"].shape[0]),
+                decoder_num_hidden_layers=count_blocks(state_dict, "decoder.blocks"),
+                decoder_intermediate_size=int(state_dict["decoder.blocks.0.mlp.fc1.weight"].shape[0]),
+                decoder_num_attention_heads=int(reference_args["decoder_num_heads"]),
+            )
+        else:
+            logger.warning(
+                "The decoder head count is not in the checkpoint's args or --reference_config "
+                "(`decoder_num_heads`): the decoder sizes are not recorded in the config"
+            )
+    # The image branch mirrors the video encoder unless the checkpoint says otherwise.
+    fields.update(
+        image_hidden_size=int(hidden_size), image_num_hidden_layers=num_layers,
+        image_num_attention_heads=int(heads), image_intermediate_size=int(intermediate_size),
+    )
     if "prototypes" in state_dict:
         fields["num_prototypes"] = int(state_dict["prototypes"].shape[0])
     if "image_teacher.blocks.0.mlp.fc1.weight" in state_dict:
@@ -220,7 +236,8 @@ def infer_config(
             dino_out_dim=int(state_dict["video_teacher_head.last_layer.weight_v"].shape[0]),
         )
     for source, target, cast in (
-        ("eps", "sinkhorn_epsilon", float), ("sinkhorn_iterations", "sinkhorn_iterations", int),
+        ("eps", "sinkhorn_epsilon", float), ("sinkhorn_eps", "sinkhorn_epsilon", float),
+        ("sinkhorn_iterations", "sinkhorn_iterations", int),
         ("mask_ratio", "mask_ratio", float), ("num_local_views", "num_local_views", int),
     ):
         if source in reference_args:
@@ -240,7 +257,20 @@ def convert_video_encoder(
     converted, used = convert_blocks(state_dict, f"{prefix}.blocks", "encoder.layer", mapping, config.num_hidden_layers)
     check_position_table(state_dict, f"{prefix}.pos_embed", config.num_patches)
     used.add(f"{prefix}.pos_embed")
+    unknown = sorted(key for key in state_dict if key.startswith(prefix + ".") and key not in used)
+    if unknown:
+        raise CheckpointConversionError(f"Unknown keys under `{prefix}.`, not part of a DISCOVR encoder: {unknown}")
     return converted, used
+
+
+def check_reference_groups(state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse keys outside the published checkpoint's groups instead of silently ignoring them."""
+    unknown = sorted(key for key in state_dict if key.split(".", 1)[0] not in REFERENCE_GROUPS)
+    if unknown:
+        raise CheckpointConversionError(
+            f"Unknown keys, not part of a DISCOVR checkpoint: {unknown[:20]}"
+            + (f" (and {len(unknown) - 20} more)" if len(unknown) > 20 else "")
+        )
 
 
 def load_converted(model: torch.nn.Module, converted: dict[str, torch.Tensor]) -> None:
@@ -278,6 +308,7 @@ def convert_checkpoint(
     pretraining conversion (other encoder, decoder, image branch, heads, prototypes, centres).
     """
     state_dict, args = load_reference_checkpoint(checkpoint_path)
+    check_reference_groups(state_dict)
     config = infer_config(state_dict, _reference_args(reference_config, args), num_attention_heads)
     converted, used = convert_video_encoder(state_dict, config, encoder)
     model = DiscovrModel(config)
