@@ -11,6 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from discovr_testing import tiny_config_kwargs
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -62,14 +64,19 @@ def reference() -> ReferenceFixture:
     return load_reference_fixture()
 
 
-def tiny_config_kwargs(**overrides) -> dict:
-    """A DiscovrConfig small enough for fast CPU tests (4 frames of 32x32, width 32)."""
-    kwargs = dict(
-        image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=4, intermediate_size=64, decoder_hidden_size=16, decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2, decoder_intermediate_size=32, num_prototypes=8, image_hidden_size=32,
-        image_num_hidden_layers=1, image_num_attention_heads=4, image_intermediate_size=64, dino_hidden_size=24,
-        dino_bottleneck_size=8, dino_out_dim=16, num_local_views=2, mask_ratio=0.75, image_mask_ratio=0.75,
-    )
-    kwargs.update(overrides)
-    return kwargs
+@pytest.fixture(scope="session")
+def synthetic_echonet(tmp_path_factory) -> Path:
+    """A small synthetic EchoNet-Dynamic folder (16 short videos), generated once per test session."""
+    from discovr.data import make_synthetic_echonet
+
+    root = tmp_path_factory.mktemp("synthetic_echonet")
+    make_synthetic_echonet(root, num_videos=16, seed=0, min_seconds=1.6, max_seconds=2.0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_config_file(tmp_path_factory) -> Path:
+    """`tiny_config_kwargs` as a config JSON, for the command-line entry points."""
+    path = tmp_path_factory.mktemp("configs") / "tiny_config.json"
+    path.write_text(json.dumps(tiny_config_kwargs()))
+    return path

@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel
 
-from conftest import tiny_config_kwargs
+from discovr_testing import tiny_config_kwargs
 
 
 def test_auto_classes_resolve_from_a_local_directory(tmp_path):

@@ -7,7 +7,7 @@ from torch import nn
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel
 from discovr.modeling_discovr import sinusoid_position_table
 
-from conftest import tiny_config_kwargs
+from discovr_testing import tiny_config_kwargs
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from transformers import Trainer, TrainingArguments
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification
 
-from conftest import tiny_config_kwargs
+from discovr_testing import tiny_config_kwargs
 
 
 def lvef_config():

@@ -1,0 +1,1 @@
+"""Training: Accelerate pretraining, Trainer fine-tuning and the paper's evaluation protocols."""

@@ -1,0 +1,412 @@
+"""DISCOVR pretraining with Accelerate: one process, many GPUs or many machines, by `accelerate launch`.
+
+    accelerate launch -m discovr.training.pretrain --data_root DIR --preset base --output_dir runs/discovr
+    python -m discovr.training.pretrain --data_root DIR --preset tiny --output_dir runs/tiny   # one process
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..modeling_discovr import DiscovrForPreTraining
+from ..video_processing_discovr import DiscovrVideoProcessor
+from .model_card import write_model_card
+from .pretrain_data import DATA_FORMATS, PretrainingClips, PretrainingCollator, load_pretraining_videos
+from .presets import PRESETS, load_model_config
+from .schedules import PretrainSchedules
+
+logger = logging.getLogger("discovr.pretrain")
+
+# Names that never get weight decay (DESIGN §2), besides every 1-D tensor (biases, norms).
+NO_DECAY_NAMES = ("cls_token", "mask_token", "prototypes", "position_embeddings")
+# Output field -> log key (the plots read every key that starts with "loss").
+LOSS_FIELDS = {
+    "loss": "loss", "scd_loss": "loss_scd", "video_dino_loss": "loss_video_dino",
+    "image_dino_loss": "loss_image_dino", "scd_swapped_loss": "loss_scd_swapped",
+}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; training stops instead of applying garbage updates."""
+
+
+@dataclass
+class TrainingState:
+    """Counters saved with every checkpoint, so a resumed run continues where the killed one stopped."""
+
+    global_step: int = 0  # optimiser steps done
+    epoch: int = 0
+    batches_in_epoch: int = 0  # batches of `epoch` already consumed
+
+    def state_dict(self) -> dict[str, int]:
+        return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.global_step, self.epoch, self.batches_in_epoch = (
+            int(state["global_step"]), int(state["epoch"]), int(state["batches_in_epoch"])
+        )
+
+
+def parameter_groups(model: torch.nn.Module) -> list[dict]:
+    """AdamW groups of the trainable (student) parameters: decay on weights, none on 1-D tensors and tokens."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue  # teachers and the fixed weight-norm gains
+        if param.ndim <= 1 or any(part in name for part in NO_DECAY_NAMES):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "apply_weight_decay": True}, {"params": no_decay, "weight_decay": 0.0, "apply_weight_decay": False}]
+
+
+def check_output_dir(output_dir: Path, required_bytes: int) -> None:
+    """Fail before training when the output directory is unwritable or its disk cannot hold the checkpoints."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write_probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as error:
+        raise SystemExit(f"discovr-pretrain: output directory {output_dir} is not writable: {error}") from None
+    free = shutil.disk_usage(output_dir).free
+    if free < required_bytes:
+        raise SystemExit(
+            f"discovr-pretrain: {output_dir} has {free / 2**30:.2f} GiB free, but the checkpoints need about "
+            f"{required_bytes / 2**30:.2f} GiB"
+        )
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    checkpoints = sorted(
+        (p for p in (output_dir / "checkpoints").glob("step_*") if p.is_dir() and (p / "training_state.json").is_file()),
+        key=lambda p: int(p.name.split("_")[1]),
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+class JsonlLogger:
+    """Appends one JSON object per logged step; the plots and the tests read it."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.path = path
+        self.enabled = enabled
+        if enabled:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discovr-pretrain",
+        description="Pretrain DISCOVR on a folder of echo videos. Run under `accelerate launch` for several GPUs "
+        "or machines (DDP, FSDP or DeepSpeed from your accelerate config), or directly for one process.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
+    data.add_argument("--data_format", choices=DATA_FORMATS, default="echonet_dynamic", help="Manifest format.")
+    data.add_argument("--manifest", default=None, help="DISCOVR CSV manifest (for --data_format csv).")
+    data.add_argument("--split", default="train", help="Split to pretrain on (echonet formats).")
+    data.add_argument("--pediatric_view", default="A4C", choices=("A4C", "PSAX"), help="EchoNet-Pediatric view.")
+    data.add_argument("--frame_stride", type=int, default=3, help="Step between sampled frames.")
+    data.add_argument("--no_multi_scale_crop", action="store_true", help="Disable the multi-scale crop augmentation.")
+    data.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process.")
+
+    model = parser.add_argument_group("model")
+    size = model.add_mutually_exclusive_group(required=True)
+    size.add_argument("--preset", choices=sorted(PRESETS), help="Named size: tiny (tests, demo), small, base (ViT-B).")
+    size.add_argument("--config", help="A DiscovrConfig JSON (e.g. a saved config.json).")
+    model.add_argument("--init_from", default=None, help="Start from a saved DiscovrForPreTraining directory.")
+    model.add_argument("--gradient_checkpointing", action="store_true", help="Recompute activations to save memory.")
+    model.add_argument("--export_encoder", choices=("teacher", "student"), default="teacher",
+                       help="Which video encoder is written to OUTPUT_DIR/encoder.")
+
+    optim = parser.add_argument_group("optimisation (DESIGN §2)")
+    optim.add_argument("--epochs", type=int, default=400)
+    optim.add_argument("--max_steps", type=int, default=None,
+                       help="Stop after this many optimiser steps (schedules still span --epochs).")
+    optim.add_argument("--per_device_batch_size", type=int, default=16)
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--base_lr", type=float, default=1.5e-4, help="LR for a global batch of 256; scaled linearly.")
+    optim.add_argument("--min_lr", type=float, default=1e-6, help="Final LR of the cosine decay.")
+    optim.add_argument("--warmup_epochs", type=float, default=40)
+    optim.add_argument("--weight_decay", type=float, default=0.05)
+    optim.add_argument("--weight_decay_end", type=float, default=None, help="Final weight decay (default: constant).")
+    optim.add_argument("--max_grad_norm", type=float, default=None, help="Clip gradients to this norm.")
+    optim.add_argument("--momentum_teacher", type=float, default=0.996, help="Start of the teacher EMA cosine schedule.")
+    optim.add_argument("--warmup_teacher_temperature", type=float, default=0.04)
+    optim.add_argument("--teacher_temperature", type=float, default=0.07)
+    optim.add_argument("--warmup_teacher_temperature_epochs", type=float, default=30)
+    optim.add_argument("--center_momentum", type=float, default=None, help="DINO centre momentum (default: config).")
+    optim.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default=None,
+                       help="Overrides the accelerate config.")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True).")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output_dir", required=True)
+    run.add_argument("--save_steps", type=int, default=1000, help="Checkpoint every N optimiser steps.")
+    run.add_argument("--save_total_limit", type=int, default=3, help="Checkpoints kept (oldest removed).")
+    run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
+    run.add_argument("--logging_steps", type=int, default=10)
+    return parser
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, save_total_limit: int) -> int:
+    """Weights + AdamW moments per checkpoint, plus the final exports."""
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return (param_bytes + 2 * trainable) * max(1, save_total_limit) + 2 * param_bytes
+
+
+def pretrain(args: argparse.Namespace) -> dict:
+    """Run pretraining; returns a summary (steps done, last losses, output paths)."""
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        # Without it, processes launched on a machine with no accelerator each train alone (DistributedType.NO).
+        cpu=not torch.accelerator.is_available(),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=_available_trackers(),
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise SystemExit(
+            f"discovr-pretrain: {launched} processes were launched but Accelerate sees {accelerator.num_processes}; "
+            "check the accelerate config (distributed type, machine count)"
+        )
+    set_seed(args.seed)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+
+    config = load_model_config(args.preset, args.config)
+    if args.center_momentum is not None:
+        config.dino_center_momentum = args.center_momentum
+    if args.init_from:
+        model = DiscovrForPreTraining.from_pretrained(args.init_from, config=config)
+    else:
+        model = DiscovrForPreTraining(config)
+    if args.gradient_checkpointing:
+        model.activation_checkpointing_enable()
+    if accelerator.is_main_process:
+        check_output_dir(output_dir, estimate_checkpoint_bytes(model, args.save_total_limit))
+    accelerator.wait_for_everyone()
+
+    processor = DiscovrVideoProcessor(
+        num_frames=config.num_frames, frame_stride=args.frame_stride,
+        size={"height": config.image_size, "width": config.image_size},
+    )
+    videos = load_pretraining_videos(args.data_format, args.data_root, args.manifest, args.split, args.pediatric_view)
+    dataset = PretrainingClips(videos, processor, seed=args.seed, multi_scale_crop=not args.no_multi_scale_crop)
+    loader = DataLoader(
+        dataset, batch_size=args.per_device_batch_size, shuffle=True, drop_last=True,
+        num_workers=args.num_workers, collate_fn=PretrainingCollator(model.mask_generator),
+    )
+    if len(loader) == 0:
+        raise SystemExit(
+            f"discovr-pretrain: {len(videos)} videos give no full batch of {args.per_device_batch_size} per process"
+        )
+
+    global_batch = args.per_device_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model), lr=args.base_lr, betas=(0.9, 0.95), weight_decay=args.weight_decay
+    )
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # A last partial accumulation window still ends in an optimiser step (Accelerate syncs at the loader end).
+    steps_per_epoch = math.ceil(len(loader) / args.gradient_accumulation_steps)
+    schedules = PretrainSchedules(
+        steps_per_epoch=steps_per_epoch, epochs=args.epochs, lr=args.base_lr * global_batch / 256,
+        min_lr=args.min_lr, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
+        weight_decay_end=args.weight_decay if args.weight_decay_end is None else args.weight_decay_end,
+        momentum_teacher=args.momentum_teacher, warmup_teacher_temperature=args.warmup_teacher_temperature,
+        teacher_temperature=args.teacher_temperature,
+        warmup_teacher_temperature_epochs=args.warmup_teacher_temperature_epochs,
+    )
+    total_steps = schedules.total_steps if args.max_steps is None else min(args.max_steps, schedules.total_steps)
+
+    state = TrainingState()
+    accelerator.register_for_checkpointing(state)
+    if args.resume_from_checkpoint:
+        checkpoint = (
+            latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
+        )
+        if checkpoint is None:
+            logger.warning("No checkpoint under %s/checkpoints: starting from scratch", output_dir)
+        else:
+            if not checkpoint.is_dir():
+                raise SystemExit(f"discovr-pretrain: checkpoint {checkpoint} does not exist")
+            accelerator.load_state(str(checkpoint))
+            logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
+
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("discovr-pretrain", config={k: v for k, v in vars(args).items() if v is not None})
+    jsonl = JsonlLogger(output_dir / "logs" / "pretrain_log.jsonl", accelerator.is_main_process)
+    logger.info(
+        "Pretraining %s on %d videos: %d processes x batch %d x accumulation %d = global batch %d, lr %.3g, "
+        "%d optimiser steps per epoch, %d steps", args.preset or args.config, len(videos), accelerator.num_processes,
+        args.per_device_batch_size, args.gradient_accumulation_steps, global_batch, schedules.lr, steps_per_epoch,
+        total_steps,
+    )
+
+    progress = tqdm(total=total_steps, initial=state.global_step, desc="pretrain", unit="step",
+                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    last_losses: dict[str, float] = {}
+    window_start, window_clips = time.perf_counter(), 0
+    while state.global_step < total_steps:
+        dataset.set_epoch(state.epoch)
+        loader.set_epoch(state.epoch)
+        epoch_loader = accelerator.skip_first_batches(loader, state.batches_in_epoch) if state.batches_in_epoch else loader
+        center_sums: list[torch.Tensor] = []
+        for batch in epoch_loader:
+            step_values = schedules.at(state.global_step)
+            with accelerator.accumulate(model):
+                unwrapped.normalize_prototypes()
+                outputs = model(
+                    pixel_values=batch["pixel_values"], masks=batch["masks"],
+                    teacher_temperature=step_values["teacher_temperature"],
+                )
+                _check_finite(outputs, state.global_step)
+                accelerator.backward(outputs.loss)
+                center_sums.append(torch.stack((outputs.video_teacher_mean, outputs.image_teacher_mean)).detach())
+                if accelerator.sync_gradients:
+                    for group in optimizer.param_groups:
+                        group["lr"] = step_values["lr"]
+                        if group.get("apply_weight_decay", True):
+                            group["weight_decay"] = step_values["weight_decay"]
+                    if args.max_grad_norm is not None:
+                        accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            state.batches_in_epoch += 1
+            window_clips += batch["pixel_values"].shape[0] * accelerator.num_processes
+            if not accelerator.sync_gradients:
+                continue
+
+            # After the optimiser step: EMA teachers and DINO centres (DESIGN §3 item 2).
+            video_mean, image_mean = torch.stack(center_sums).mean(0)
+            center_sums.clear()
+            unwrapped.update_teachers(step_values["teacher_momentum"])
+            unwrapped.update_centers(video_mean, image_mean)
+            state.global_step += 1
+            progress.update(1)
+
+            if state.global_step % args.logging_steps == 0 or state.global_step == total_steps:
+                last_losses = loss_terms(outputs)
+                clips_per_second = window_clips / max(time.perf_counter() - window_start, 1e-9)
+                record = {"step": state.global_step, "epoch": state.epoch, **last_losses, **step_values,
+                          "clips_per_second": clips_per_second}
+                accelerator.log(record, step=state.global_step)
+                jsonl.log(record)
+                progress.set_postfix(loss=f"{last_losses['loss']:.4f}", lr=f"{step_values['lr']:.2e}",
+                                     clips_s=f"{clips_per_second:.1f}")
+                window_start, window_clips = time.perf_counter(), 0
+            if state.global_step % args.save_steps == 0 and state.global_step < total_steps:
+                save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
+            if state.global_step >= total_steps:
+                break
+        else:
+            state.epoch += 1
+            state.batches_in_epoch = 0
+    progress.close()
+
+    accelerator.wait_for_everyone()
+    paths = {}
+    if accelerator.is_main_process:
+        paths = export(unwrapped, processor, output_dir, args, len(videos), state, last_losses)
+    accelerator.end_training()
+    return {"global_step": state.global_step, "epoch": state.epoch, "losses": last_losses, **paths}
+
+
+def loss_terms(outputs) -> dict[str, float]:
+    """The loss and each of its terms as floats, under their log keys."""
+    return {
+        key: float(getattr(outputs, field).detach()) for field, key in LOSS_FIELDS.items() if getattr(outputs, field) is not None
+    }
+
+
+def _check_finite(outputs, step: int) -> None:
+    loss = outputs.loss.detach()
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(
+            f"Loss is {float(loss)} at optimiser step {step} (terms: {loss_terms(outputs)}); stopping before the update. "
+            "Lower the learning rate, enable --max_grad_norm, or use bf16 instead of fp16."
+        )
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainingState, keep: int) -> Path:
+    """`accelerator.save_state` (model, teachers, centres, optimiser, RNG states, counters), oldest pruned."""
+    checkpoint = output_dir / "checkpoints" / f"step_{state.global_step}"
+    accelerator.save_state(str(checkpoint))
+    if accelerator.is_main_process:
+        (checkpoint / "training_state.json").write_text(json.dumps(state.state_dict()))
+        existing = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+        for old in existing[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return checkpoint
+
+
+def export(model: DiscovrForPreTraining, processor: DiscovrVideoProcessor, output_dir: Path,
+           args: argparse.Namespace, num_videos: int, state: TrainingState, losses: dict[str, float]) -> dict[str, str]:
+    """Write OUTPUT_DIR/pretrained (full model) and OUTPUT_DIR/encoder (a DiscovrModel), each with the processor."""
+    pretrained_dir, encoder_dir = output_dir / "pretrained", output_dir / "encoder"
+    model.save_pretrained(pretrained_dir)
+    processor.save_pretrained(pretrained_dir)
+    encoder = model.video_teacher if args.export_encoder == "teacher" else model.discovr
+    encoder.save_pretrained(encoder_dir)
+    processor.save_pretrained(encoder_dir)
+    data = f"{args.data_format} at `{args.data_root}` (split `{args.split}`, {num_videos} videos)"
+    summary = (f"Pretrained for {state.global_step} optimiser steps ({state.epoch} full epochs) with batch "
+               f"{args.per_device_batch_size} per device.")
+    for directory, title in ((pretrained_dir, "DISCOVR pretraining checkpoint"), (encoder_dir, "DISCOVR video encoder")):
+        write_model_card(directory, title=title, data=data, preset=args.preset or args.config,
+                         metrics={k: round(v, 5) for k, v in losses.items()}, extra=summary)
+    logger.info("Saved %s and %s", pretrained_dir, encoder_dir)
+    return {"pretrained_dir": str(pretrained_dir), "encoder_dir": str(encoder_dir)}
+
+
+def _available_trackers() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    return ["tensorboard"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        summary = pretrain(args)
+    except TrainingDivergedError as error:
+        logger.error("%s", error)
+        return 3
+    logger.info("Done: %s", json.dumps({k: v for k, v in summary.items() if k != "losses"}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Pretraining inputs: manifests to clip paths, the reference multi-scale crop, and a mask-drawing collator.
+
+Every random choice (clip start, crop, masks) comes from a generator seeded by (seed, epoch, sample index), so
+the same sample gets the same augmentation whichever worker, process or resumed run reads it. That is what
+makes a killed-and-resumed run reach the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
+from ..masking_discovr import DiscovrMaskGenerator
+from ..video_processing_discovr import DiscovrVideoProcessor, read_video
+
+logger = logging.getLogger(__name__)
+
+# The reference's GroupMultiScaleCrop scales; crops return to the model size after cropping.
+MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+DATA_FORMATS = ("echonet_dynamic", "echonet_pediatric", "csv")
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A CPU generator unique to one (seed, epoch, sample) triple."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+
+
+def load_pretraining_videos(
+    data_format: str, data_root: str | os.PathLike, manifest: str | os.PathLike | None = None, split: str = "train",
+    pediatric_view: str = "A4C",
+) -> list[str]:
+    """Absolute video paths of one split of an EchoNet-Dynamic, EchoNet-Pediatric or DISCOVR CSV dataset."""
+    if data_format == "echonet_dynamic":
+        dataset = load_echonet_dynamic(data_root)[split]
+    elif data_format == "echonet_pediatric":
+        dataset = load_echonet_pediatric(data_root, view=pediatric_view)[split]
+    elif data_format == "csv":
+        if manifest is None:
+            raise ValueError("--data_format csv needs --manifest (the CSV of clip paths and classes)")
+        dataset = load_video_csv(manifest, data_root)
+    else:
+        raise ValueError(f"Unknown data format {data_format!r}; choose one of {DATA_FORMATS}")
+    videos = list(dataset["video"])
+    if not videos:
+        raise ValueError(f"No videos in the {split!r} split of {data_root}")
+    return videos
+
+
+def multi_scale_crop_box(
+    height: int, width: int, output_size: int, generator: torch.Generator, scales: Sequence[float] = MULTI_SCALE_CROP_SCALES
+) -> tuple[int, int, int, int]:
+    """(top, left, crop_height, crop_width) of the reference GroupMultiScaleCrop (max distortion 1, fixed offsets).
+
+    Crop sides are `scale * min(height, width)` (snapped to `output_size` within 3 px), with the two scales at most
+    one step apart; the offset is one of the 13 fixed positions (corners, centre, edge centres, quarter points).
+    """
+    base = min(height, width)
+    sizes = [int(base * scale) for scale in scales]
+    sizes = [output_size if abs(size - output_size) < 3 else size for size in sizes]
+    pairs = [(w, h) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= 1]
+    crop_w, crop_h = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
+    step_w, step_h = (width - crop_w) // 4, (height - crop_h) // 4
+    offsets = [
+        (0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w, 2 * step_h),
+        (0, 2 * step_h), (4 * step_w, 2 * step_h), (2 * step_w, 4 * step_h), (2 * step_w, 0),
+        (step_w, step_h), (3 * step_w, step_h), (step_w, 3 * step_h), (3 * step_w, 3 * step_h),
+    ]
+    left, top = offsets[int(torch.randint(len(offsets), (1,), generator=generator))]
+    return top, left, crop_h, crop_w
+
+
+class PretrainingClips(Dataset):
+    """Random augmented clips of a list of videos, for `DiscovrForPreTraining`.
+
+    Each item decodes one clip at a random start (with the processor's clip sampler), applies the multi-scale
+    crop, then the processor's resize and normalisation. Call `set_epoch` before every epoch.
+    """
+
+    def __init__(self, videos: Sequence[str], processor: DiscovrVideoProcessor, seed: int = 0, multi_scale_crop: bool = True):
+        self.videos = list(videos)
+        self.processor = processor
+        self.seed = seed
+        self.multi_scale_crop = multi_scale_crop
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
+        generator = sample_generator(self.seed, self.epoch, index)
+        path = self.videos[index]
+        frames, _ = read_video(
+            path, lambda metadata: self.processor.sample_frames(metadata, do_random_start=True, generator=generator)
+        )
+        if self.multi_scale_crop:
+            top, left, crop_h, crop_w = multi_scale_crop_box(
+                frames.shape[-2], frames.shape[-1], self.processor.size["height"], generator
+            )
+            frames = frames[..., top : top + crop_h, left : left + crop_w]
+        pixel_values = self.processor(frames, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
+        return {"pixel_values": pixel_values, "sample_seed": int(torch.randint(2**62, (1,), generator=generator))}
+
+
+class PretrainingCollator:
+    """Stacks clips and draws the `multi_local` masks of the batch with the model's own mask generator."""
+
+    def __init__(self, mask_generator: DiscovrMaskGenerator):
+        self.mask_generator = mask_generator
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+        pixel_values = torch.stack([item["pixel_values"] for item in items])
+        # Seeded from the samples themselves, so the masks do not depend on which worker built the batch.
+        generator = torch.Generator().manual_seed(hash(tuple(item["sample_seed"] for item in items)) % 2**62)
+        return {"pixel_values": pixel_values, "masks": self.mask_generator(len(items), generator)}
+
+
+__all__ = [
+    "MULTI_SCALE_CROP_SCALES",
+    "PretrainingClips",
+    "PretrainingCollator",
+    "load_pretraining_videos",
+    "multi_scale_crop_box",
+    "sample_generator",
+]

@@ -1,0 +1,261 @@
+"""`discovr-pretrain`: schedules, parameter groups, augmentation, end to end, NaN stop, kill and resume."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from discovr import DiscovrConfig
+from discovr.modeling_discovr import DiscovrForPreTraining
+from discovr.training import pretrain as pretrain_module
+from discovr.training.pretrain import TrainingDivergedError, build_parser, main, parameter_groups, pretrain
+from discovr.training.pretrain_data import multi_scale_crop_box
+from discovr.training.schedules import PretrainSchedules
+
+from discovr_testing import tiny_config_kwargs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pretrain_args(data_root, config_file, output_dir, *extra):
+    return [
+        "--data_root", str(data_root), "--config", str(config_file), "--output_dir", str(output_dir),
+        "--epochs", "4", "--warmup_epochs", "1", "--warmup_teacher_temperature_epochs", "2",
+        "--per_device_batch_size", "2", "--num_workers", "0", "--logging_steps", "1", "--frame_stride", "2",
+        "--seed", "0", *extra,
+    ]
+
+
+def read_log(output_dir):
+    return [json.loads(line) for line in (Path(output_dir) / "logs" / "pretrain_log.jsonl").read_text().splitlines()]
+
+
+def test_schedules_follow_the_configured_length():
+    schedules = PretrainSchedules(steps_per_epoch=10, epochs=20, lr=1e-3, min_lr=1e-6, warmup_epochs=2,
+                                  warmup_teacher_temperature_epochs=5)
+    assert schedules.total_steps == 200
+    assert schedules.learning_rate(0) == 0.0
+    assert schedules.learning_rate(10) == pytest.approx(0.5e-3)
+    assert schedules.learning_rate(20) == pytest.approx(1e-3)
+    assert schedules.learning_rate(110) == pytest.approx((1e-3 + 1e-6) / 2)
+    assert schedules.learning_rate(200) == pytest.approx(1e-6)
+    lrs = [schedules.learning_rate(s) for s in range(20, 201)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+    assert schedules.teacher_momentum(0) == pytest.approx(0.996)
+    assert schedules.teacher_momentum(100) == pytest.approx(0.998)
+    assert schedules.teacher_momentum(200) == pytest.approx(1.0)
+    # Teacher temperature: 0.04 -> 0.07 over 5 of the configured epochs (not a hard-coded 400-epoch run).
+    assert schedules.teacher_temp(0) == pytest.approx(0.04)
+    assert schedules.teacher_temp(25) == pytest.approx(0.055)
+    assert schedules.teacher_temp(50) == schedules.teacher_temp(199) == pytest.approx(0.07)
+
+
+def test_parameter_groups_exclude_teachers_and_decay_only_weights():
+    model = DiscovrForPreTraining(DiscovrConfig(**tiny_config_kwargs()))
+    decay, no_decay = parameter_groups(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert no_decay["weight_decay"] == 0.0
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert decay_names | no_decay_names == trainable and not decay_names & no_decay_names
+    assert not any(n.startswith(("video_teacher.", "image_teacher.")) for n in trainable)
+    for name in ("prototypes", "mask_token", "discovr.embeddings.cls_token"):
+        assert name in no_decay_names
+    assert not any(n.endswith(".bias") or "norm" in n for n in decay_names)
+    assert "discovr.encoder.layer.0.attention.query.weight" in decay_names
+
+
+def test_multi_scale_crop_stays_inside_the_frame():
+    generator = torch.Generator().manual_seed(0)
+    sides = set()
+    for _ in range(200):
+        top, left, crop_h, crop_w = multi_scale_crop_box(112, 112, 64, generator)
+        assert 0 <= top and top + crop_h <= 112 and 0 <= left and left + crop_w <= 112
+        sides.add((crop_h, crop_w))
+    # Scales 1, .875, .75, .66 of 112, at most one step apart between height and width.
+    assert sides <= {(h, w) for h in (112, 98, 84, 73) for w in (112, 98, 84, 73)}
+    assert (112, 73) not in sides and len(sides) > 4
+
+
+def test_help_is_complete():
+    text = build_parser().format_help()
+    for flag in ("--data_format", "--preset", "--config", "--mixed_precision", "--gradient_accumulation_steps",
+                 "--max_grad_norm", "--gradient_checkpointing", "--save_steps", "--resume_from_checkpoint"):
+        assert flag in text
+
+
+def test_end_to_end_then_resume(synthetic_echonet, tiny_config_file, tmp_path):
+    out = tmp_path / "run"
+    args = build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, out, "--save_steps", "3",
+                                                   "--max_steps", "5"))
+    summary = pretrain(args)
+    assert summary["global_step"] == 5
+    log = read_log(out)
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5]
+    for row in log:
+        for key in ("loss", "loss_scd", "loss_video_dino", "loss_image_dino", "loss_scd_swapped"):
+            assert math.isfinite(row[key])
+    # Warmup: the lr and the teacher temperature rise, the teacher momentum starts its cosine at 0.996.
+    assert log[0]["lr"] == 0.0 and log[-1]["lr"] > log[1]["lr"] > 0
+    assert log[0]["teacher_temperature"] == pytest.approx(0.04) and log[-1]["teacher_temperature"] > 0.04
+    assert log[0]["teacher_momentum"] == pytest.approx(0.996) and log[-1]["teacher_momentum"] > 0.996
+    assert (out / "checkpoints" / "step_3" / "training_state.json").is_file()
+
+    # The exports load through the Auto classes with their processor.
+    from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
+
+    assert type(AutoModel.from_pretrained(out / "encoder")).__name__ == "DiscovrModel"
+    assert type(AutoModelForPreTraining.from_pretrained(out / "pretrained")).__name__ == "DiscovrForPreTraining"
+    assert AutoVideoProcessor.from_pretrained(out / "encoder").num_frames == tiny_config_kwargs()["num_frames"]
+    assert (out / "encoder" / "README.md").is_file()
+
+    # Resume from the step-3 checkpoint: the counters continue, and the schedules pick up where they were.
+    resumed = build_parser().parse_args(pretrain_args(
+        synthetic_echonet, tiny_config_file, tmp_path / "run", "--max_steps", "6",
+        "--resume_from_checkpoint", str(out / "checkpoints" / "step_3"),
+    ))
+    assert pretrain(resumed)["global_step"] == 6
+    log = read_log(out)
+    assert [row["step"] for row in log][-3:] == [4, 5, 6]
+    assert log[-3]["lr"] == pytest.approx(log[3]["lr"])
+
+
+def test_losses_decrease_on_a_fixed_batch():
+    """Repeated steps on one batch (fixed masks) with the same optimiser set-up as the script lower the loss."""
+    torch.manual_seed(0)
+    config = DiscovrConfig(**tiny_config_kwargs())
+    model = DiscovrForPreTraining(config).train()
+    optimizer = torch.optim.AdamW(parameter_groups(model), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    pixel_values = torch.randn(2, config.num_frames, 3, config.image_size, config.image_size)
+    masks = model.mask_generator(2, torch.Generator().manual_seed(0))
+    losses = []
+    for _ in range(8):
+        model.normalize_prototypes()
+        outputs = model(pixel_values, masks=masks, teacher_temperature=0.04)
+        outputs.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        model.update_teachers(0.996)
+        model.update_centers(outputs.video_teacher_mean, outputs.image_teacher_mean)
+        losses.append(outputs.loss.item())
+    assert all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
+
+
+def test_nan_loss_stops_with_the_step(synthetic_echonet, tiny_config_file, tmp_path, monkeypatch, caplog):
+    original = pretrain_module.PretrainingClips.__getitem__
+
+    def poisoned(self, index):
+        item = original(self, index)
+        item["pixel_values"] = torch.full_like(item["pixel_values"], float("nan"))
+        return item
+
+    monkeypatch.setattr(pretrain_module.PretrainingClips, "__getitem__", poisoned)
+    args = build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "nan"))
+    with pytest.raises(TrainingDivergedError, match="optimiser step 0"):
+        pretrain(args)
+    assert main(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "nan2")) == 3
+    assert "stopping before the update" in caplog.text
+    assert not (tmp_path / "nan" / "pretrained").exists()
+
+
+def test_unwritable_output_dir_fails_before_training(synthetic_echonet, tiny_config_file, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit, match="not writable"):
+        pretrain(build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, blocker / "out")))
+
+
+def test_full_disk_fails_before_training(synthetic_echonet, tiny_config_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=1024))
+    with pytest.raises(SystemExit, match="GiB free"):
+        pretrain(build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "out")))
+
+
+def _run_script(args, **kwargs):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0"}
+    return subprocess.Popen([sys.executable, "-m", "discovr.training.pretrain", *args], env=env, cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_killed_run_resumes_to_the_same_weights(synthetic_echonet, tiny_config_file, tmp_path):
+    common = ["--deterministic", "--max_steps", "12", "--save_steps", "3"]
+    uninterrupted = _run_script(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "a", *common))
+    _, stderr = uninterrupted.communicate(timeout=600)
+    assert uninterrupted.returncode == 0, stderr[-3000:]
+
+    victim = _run_script(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "b", *common))
+    first_checkpoint = tmp_path / "b" / "checkpoints" / "step_3" / "training_state.json"
+    deadline = time.monotonic() + 600
+    while not first_checkpoint.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "b" / "pretrained").exists()
+
+    latest = max((tmp_path / "b" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    state = json.loads((latest / "training_state.json").read_text())
+    assert state["batches_in_epoch"] > 0, "the kill should land mid-epoch"
+    resumed = _run_script(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "b", *common,
+                                        "--resume_from_checkpoint", "latest"))
+    _, stderr = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, stderr[-3000:]
+
+    expected = load_file(tmp_path / "a" / "pretrained" / "model.safetensors")
+    actual = load_file(tmp_path / "b" / "pretrained" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch_two_processes(args, replica_log):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()), str(Path(__file__).with_name("pretrain_ddp_worker.py")), *args,
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "REPLICA_LOG": str(replica_log), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+@pytest.mark.distributed
+def test_two_processes_stay_in_sync_and_resume(synthetic_echonet, tiny_config_file, tmp_path):
+    common = ["--max_steps", "3", "--save_steps", "2", "--deterministic"]
+    _launch_two_processes(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "ddp", *common),
+                          tmp_path / "replicas")
+    for rank in (0, 1):
+        checks = [json.loads(line) for line in (tmp_path / f"replicas.rank{rank}.jsonl").read_text().splitlines()]
+        assert len(checks) == 3 and all(c["world_size"] == 2 and c["identical"] for c in checks)
+    log = read_log(tmp_path / "ddp")
+    assert [row["step"] for row in log] == [1, 2, 3]
+
+    # Resuming the 2-process run from step 2 reproduces step 3 exactly.
+    _launch_two_processes(
+        pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "ddp_resumed", *common,
+                      "--resume_from_checkpoint", str(tmp_path / "ddp" / "checkpoints" / "step_2")),
+        tmp_path / "replicas_resumed",
+    )
+    expected = load_file(tmp_path / "ddp" / "pretrained" / "model.safetensors")
+    actual = load_file(tmp_path / "ddp_resumed" / "pretrained" / "model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
