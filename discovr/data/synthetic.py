@@ -1,0 +1,346 @@
+"""Synthetic apical-view echo videos in the EchoNet-Dynamic layout, with EF known from their geometry."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+
+logger = logging.getLogger(__name__)
+
+FILE_LIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
+TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
+GROUND_TRUTH_FILE = "SyntheticGroundTruth.csv"
+
+FRAME_SIZE = 112
+FPS = 50
+NUM_DISCS = 20
+# About 15 cm of depth over 112 pixels, which puts EDV near the adult range (roughly 60-200 mL).
+CM_PER_PIXEL = 0.14
+APEX = np.array([56.0, 1.0])
+SECTOR_RADIUS = 108.0
+SECTOR_HALF_ANGLE = math.radians(35.0)
+
+
+@dataclass
+class _Heart:
+    """Geometry and rhythm of one synthetic heart (pixel units, y down)."""
+
+    lv_apex: np.ndarray
+    lv_axis_angle: float
+    lv_length: float
+    lv_half_width: float
+    longitudinal_shortening: float
+    radial_shortening: float
+    wall: float
+    period: float
+    phase: float
+    gain: float
+    tissue: float
+
+
+def cavity_volume_ml(chord_lengths: np.ndarray, long_axis_length: float) -> float:
+    """Method-of-discs LV volume in mL from the chord lengths and long axis of one traced frame (pixels)."""
+    disc_height = long_axis_length / len(chord_lengths)
+    volume_px = float(np.sum(math.pi * (np.asarray(chord_lengths) / 2.0) ** 2) * disc_height)
+    return volume_px * CM_PER_PIXEL**3
+
+
+def _draw_heart(rng: np.random.Generator) -> _Heart:
+    # About a third of hearts are impaired (weak radial shortening), the others normal, so roughly 30% of EF
+    # values fall below 50% and the range spans about 15-80%.
+    if rng.random() < 0.32:
+        radial = rng.uniform(0.05, 0.25)
+    else:
+        radial = float(np.clip(rng.normal(0.36, 0.06), 0.25, 0.5))
+    longitudinal = float(np.clip(0.02 + 0.4 * radial + rng.normal(0.0, 0.015), 0.01, 0.3))
+    return _Heart(
+        lv_apex=np.array([60.0 + rng.normal(0, 2), 16.0 + rng.normal(0, 2)]),
+        lv_axis_angle=math.radians(rng.uniform(-4.0, 14.0)),
+        lv_length=rng.uniform(56.0, 68.0),
+        lv_half_width=rng.uniform(14.0, 18.0),
+        longitudinal_shortening=longitudinal,
+        radial_shortening=radial,
+        wall=rng.uniform(5.0, 7.5),
+        # 30-90 frames per beat at 50 fps is 33-100 bpm; the draw stays inside with the middle near 58 frames.
+        period=rng.uniform(38.0, 80.0),
+        phase=rng.uniform(0.0, 1.0),
+        gain=rng.uniform(0.85, 1.15),
+        tissue=rng.uniform(74.0, 90.0),
+    )
+
+
+def _contraction(heart: _Heart, frames: np.ndarray) -> np.ndarray:
+    """0 at end-diastole, 1 at end-systole; systole takes about 40% of the beat, as in a real cycle."""
+    cycle = (frames / heart.period + heart.phase) % 1.0
+    systole = 0.4
+    return np.where(
+        cycle < systole,
+        0.5 - 0.5 * np.cos(np.pi * cycle / systole),
+        0.5 + 0.5 * np.cos(np.pi * (cycle - systole) / (1 - systole)),
+    )
+
+
+def _profile(s: np.ndarray) -> np.ndarray:
+    """Half-width of the cavity along its long axis (0 at the apex, 1 at the mitral plane), as a bullet shape."""
+    return np.sqrt(np.clip(1.0 - ((s - 0.6) / 0.6) ** 2, 0.0, None))
+
+
+def _lv_shape(heart: _Heart, contraction: float) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Apex, unit long-axis direction, length and maximum half-width of the cavity at a contraction level."""
+    direction = np.array([math.sin(heart.lv_axis_angle), math.cos(heart.lv_axis_angle)])
+    length = heart.lv_length * (1.0 - heart.longitudinal_shortening * contraction)
+    half_width = heart.lv_half_width * (1.0 - heart.radial_shortening * contraction)
+    # Longitudinal shortening moves the apex and keeps the mitral plane fixed, so the atria need not move.
+    base = heart.lv_apex + direction * heart.lv_length
+    apex = base - direction * length
+    return apex, direction, length, half_width
+
+
+def _tracing(heart: _Heart, contraction: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """EchoNet tracing of one frame: the long axis row then NUM_DISCS chord rows, the chord lengths, the length."""
+    apex, direction, length, half_width = _lv_shape(heart, contraction)
+    normal = np.array([direction[1], -direction[0]])
+    base = apex + direction * length
+    rows = [np.concatenate([apex, base])]
+    s = (np.arange(NUM_DISCS) + 0.5) / NUM_DISCS
+    widths = 2.0 * half_width * _profile(s)
+    for position, width in zip(s, widths):
+        centre = apex + direction * (position * length)
+        rows.append(np.concatenate([centre - normal * width / 2, centre + normal * width / 2]))
+    return np.stack(rows), widths, length
+
+
+def _cavity_area(heart: _Heart, contraction: np.ndarray) -> np.ndarray:
+    """Planimetric cavity area in pixels, from the same disc geometry as the tracings."""
+    length = heart.lv_length * (1.0 - heart.longitudinal_shortening * contraction)
+    half_width = heart.lv_half_width * (1.0 - heart.radial_shortening * contraction)
+    s = (np.arange(NUM_DISCS) + 0.5) / NUM_DISCS
+    return 2.0 * half_width * _profile(s).mean() * length
+
+
+class _Renderer:
+    """Draws the frames of one heart; the fixed parts of the scene are computed once."""
+
+    def __init__(self, heart: _Heart, rng: np.random.Generator):
+        self.heart = heart
+        self.rng = rng
+        y, x = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float64)
+        self.x, self.y = x, y
+        dx, dy = x - APEX[0], y - APEX[1]
+        radius = np.hypot(dx, dy)
+        angle = np.arctan2(dx, dy)
+        self.sector = (radius <= SECTOR_RADIUS) & (np.abs(angle) <= SECTOR_HALF_ANGLE)
+        # Echo intensity fades with depth and is bright in the near field.
+        depth_gain = 1.15 - 0.45 * (radius / SECTOR_RADIUS)
+        tissue = np.full_like(x, heart.tissue) * depth_gain
+        tissue += 40.0 * np.exp(-(((radius - 6.0) / 6.0) ** 2))
+        self.static_background = tissue
+        self.static_speckle = self._speckle()
+        # Right ventricle and both atria: dark pools whose outlines do not move with the LV (a simplification).
+        self.right_ventricle = self._ellipse(38.0, 52.0, 11.0, 24.0, math.radians(-18.0))
+        self.left_atrium = self._ellipse(76.0, 96.0, 15.0, 11.0, 0.0)
+        self.right_atrium = self._ellipse(38.0, 93.0, 12.0, 10.0, 0.0)
+        self.atria_walls = (
+            self._ellipse(76.0, 96.0, 19.0, 15.0, 0.0) | self._ellipse(38.0, 93.0, 16.0, 14.0, 0.0)
+        ) & ~(self.left_atrium | self.right_atrium)
+
+    def _ellipse(self, cx: float, cy: float, ax: float, ay: float, angle: float) -> np.ndarray:
+        dx, dy = self.x - cx, self.y - cy
+        u = dx * math.cos(angle) + dy * math.sin(angle)
+        v = -dx * math.sin(angle) + dy * math.cos(angle)
+        return (u / ax) ** 2 + (v / ay) ** 2 <= 1.0
+
+    def _speckle(self) -> np.ndarray:
+        """Rayleigh speckle with unit mean and grains a couple of pixels wide."""
+        noise = self.rng.rayleigh(1.0, size=(FRAME_SIZE + 2, FRAME_SIZE + 2))
+        grains = (noise[1:-1, 1:-1] * 2 + noise[:-2, 1:-1] + noise[2:, 1:-1] + noise[1:-1, :-2] + noise[1:-1, 2:]) / 6
+        return grains / grains.mean()
+
+    def _lv_masks(self, contraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Cavity mask and myocardium mask at one contraction level."""
+        apex, direction, length, half_width = _lv_shape(self.heart, contraction)
+        dx, dy = self.x - apex[0], self.y - apex[1]
+        along = (dx * direction[0] + dy * direction[1]) / length
+        across = np.abs(dx * direction[1] - dy * direction[0])
+        cavity = (along >= 0) & (along <= 1) & (across <= half_width * _profile(along))
+        # The wall thickens as the cavity shrinks, as myocardium is incompressible.
+        wall = self.heart.wall * (1.0 + 0.5 * contraction)
+        outer_along = (dx * direction[0] + dy * direction[1] + wall) / (length + wall)
+        outer = (outer_along >= 0) & (along <= 1) & (across <= (half_width + wall) * _profile(outer_along))
+        return cavity, outer & ~cavity
+
+    def frame(self, contraction: float) -> np.ndarray:
+        cavity, myocardium = self._lv_masks(contraction)
+        value = self.static_background.copy()
+        value[myocardium | self.atria_walls] *= 2.1
+        dark = cavity | self.right_ventricle | self.left_atrium | self.right_atrium
+        value[dark] = 4.0
+        # Speckle decorrelates slowly: mix a fixed pattern with fresh noise every frame.
+        speckle = 0.55 * self.static_speckle + 0.45 * self._speckle()
+        image = value * speckle * self.heart.gain
+        image[~self.sector] = 0.0
+        return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _write_avi(path: str, frames: np.ndarray) -> None:
+    """Write grayscale frames (T, H, W) as an MJPEG AVI at FPS frames per second."""
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("mjpeg", rate=FPS)
+        stream.width = FRAME_SIZE
+        stream.height = FRAME_SIZE
+        stream.pix_fmt = "yuvj420p"
+        stream.options = {"qscale": "3"}
+        for frame in frames:
+            rgb = np.repeat(frame[:, :, None], 3, axis=2)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _traced_frames(heart: _Heart, num_frames: int) -> tuple[int, int]:
+    """An end-diastolic frame and the end-systolic frame of the same beat (the one after it)."""
+    frames = np.arange(num_frames)
+    contraction = _contraction(heart, frames)
+    # Beat k's end-diastole is where (t / period + phase) crosses an integer.
+    first_beat = math.ceil(heart.phase - 1e-9)
+    for beat in range(first_beat, first_beat + 4):
+        ed = int(round((beat - heart.phase) * heart.period))
+        es = int(round((beat - heart.phase + 0.4) * heart.period))
+        if 0 <= ed and es < num_frames:
+            return ed, es
+    # A video is always longer than a beat and a half, so one of those beats fits; keep a safe fallback anyway.
+    return int(np.argmin(contraction)), int(np.argmax(contraction))
+
+
+def make_synthetic_echonet(
+    root: str | os.PathLike,
+    num_videos: int = 100,
+    seed: int = 0,
+    min_seconds: float = 2.0,
+    max_seconds: float = 5.0,
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    progress: bool = True,
+) -> pd.DataFrame:
+    """
+    Write a synthetic EchoNet-Dynamic folder: `FileList.csv`, `VolumeTracings.csv` and `Videos/*.avi`.
+
+    Each video is an apical view: a fan-shaped sector on black, Rayleigh speckle, a bright myocardial wall around a
+    dark LV cavity that contracts over cardiac cycles of random rate and phase, and static right-heart and atrial
+    pools. EDV and ESV are the method-of-discs volumes of the traced ED and ES cavities, and EF follows from them.
+    `SyntheticGroundTruth.csv` holds the per-frame cavity area and volume, the cycle the video shows.
+
+    The output depends only on the arguments: the same seed writes the same files.
+
+    Args:
+        root: output folder (created if needed).
+        num_videos: number of videos.
+        seed: seed of every random draw.
+        min_seconds: shortest video, in seconds at 50 fps.
+        max_seconds: longest video.
+        split_fractions: TRAIN, VAL and TEST shares.
+        progress: show a progress bar.
+
+    Returns:
+        The `FileList.csv` table.
+    """
+    if num_videos < 1:
+        raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+    if not 1.6 <= min_seconds <= max_seconds:
+        raise ValueError(f"need 1.6 <= min_seconds <= max_seconds (a full beat must fit), got {min_seconds}, {max_seconds}")
+    if len(split_fractions) != 3 or min(split_fractions) < 0 or not math.isclose(sum(split_fractions), 1.0):
+        raise ValueError(f"split_fractions must be three non-negative shares summing to 1, got {split_fractions}")
+
+    video_dir = os.path.join(os.fspath(root), "Videos")
+    os.makedirs(video_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    counts = np.floor(np.asarray(split_fractions) * num_videos).astype(int)
+    counts[0] += num_videos - counts.sum()
+    splits = rng.permutation(np.repeat(["TRAIN", "VAL", "TEST"], counts))
+
+    file_rows, tracing_rows, truth_rows = [], [], []
+    for index in tqdm(range(num_videos), desc="synthetic echo", unit="video", disable=not progress):
+        video_rng = np.random.default_rng([seed, index])
+        heart = _draw_heart(video_rng)
+        num_frames = int(round(video_rng.uniform(min_seconds, max_seconds) * FPS))
+        name = f"0X{seed:04X}{index:06X}"
+        contraction = _contraction(heart, np.arange(num_frames))
+
+        renderer = _Renderer(heart, video_rng)
+        frames = np.stack([renderer.frame(level) for level in contraction])
+        _write_avi(os.path.join(video_dir, f"{name}.avi"), frames)
+
+        ed, es = _traced_frames(heart, num_frames)
+        volumes = {}
+        for frame in (ed, es):
+            rows, widths, length = _tracing(heart, contraction[frame])
+            volumes[frame] = cavity_volume_ml(widths, length)
+            tracing_rows += [[f"{name}.avi", *np.round(row, 4), frame] for row in rows]
+        edv, esv = volumes[ed], volumes[es]
+        file_rows.append(
+            [name, 100.0 * (edv - esv) / edv, esv, edv, FRAME_SIZE, FRAME_SIZE, FPS, num_frames, splits[index]]
+        )
+        areas = _cavity_area(heart, contraction)
+        truth_rows += [[name, t, areas[t], contraction[t]] for t in range(num_frames)]
+
+    file_list = pd.DataFrame(file_rows, columns=FILE_LIST_COLUMNS)
+    file_list.to_csv(os.path.join(root, "FileList.csv"), index=False)
+    pd.DataFrame(tracing_rows, columns=TRACING_COLUMNS).to_csv(os.path.join(root, "VolumeTracings.csv"), index=False)
+    pd.DataFrame(truth_rows, columns=["FileName", "Frame", "CavityArea", "Contraction"]).to_csv(
+        os.path.join(root, GROUND_TRUTH_FILE), index=False
+    )
+    logger.info("Wrote %d synthetic videos to %s", num_videos, root)
+    return file_list
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`discovr-synth`: write a synthetic EchoNet-Dynamic-layout data set."""
+    parser = argparse.ArgumentParser(
+        prog="discovr-synth",
+        description=(
+            "Write a synthetic echocardiography data set in the EchoNet-Dynamic layout: FileList.csv, "
+            "VolumeTracings.csv (ED and ES tracings) and Videos/*.avi (112x112 MJPEG at 50 fps), plus "
+            f"{GROUND_TRUTH_FILE} with the per-frame cavity area. EF is computed from the cavity geometry."
+        ),
+    )
+    parser.add_argument("output_dir", help="folder to write (created if missing)")
+    parser.add_argument("--num-videos", type=int, default=100, help="number of videos (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same data (default: 0)")
+    parser.add_argument("--min-seconds", type=float, default=2.0, help="shortest video in seconds (default: 2.0)")
+    parser.add_argument("--max-seconds", type=float, default=5.0, help="longest video in seconds (default: 5.0)")
+    parser.add_argument(
+        "--splits",
+        type=float,
+        nargs=3,
+        default=(0.7, 0.15, 0.15),
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="shares of the TRAIN, VAL and TEST splits (default: 0.7 0.15 0.15)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        make_synthetic_echonet(
+            args.output_dir,
+            num_videos=args.num_videos,
+            seed=args.seed,
+            min_seconds=args.min_seconds,
+            max_seconds=args.max_seconds,
+            split_fractions=tuple(args.splits),
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""DiscovrVideoProcessor and the shared clip sampler, checked against torchcodec on an ffmpeg-written video."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchcodec.decoders import VideoDecoder
+from transformers import AutoVideoProcessor
+
+import discovr  # noqa: F401  (registers the Auto classes)
+from discovr.video_processing_discovr import (
+    DiscovrVideoProcessor,
+    VideoDecodeError,
+    clip_starts,
+    compute_mean_std,
+    random_clip_start,
+    sample_clip_indices,
+)
+
+
+NUM_VIDEO_FRAMES = 40
+
+
+@pytest.fixture(scope="module")
+def ffmpeg_video(tmp_path_factory):
+    """A 40-frame 64x48 MJPEG AVI written by the ffmpeg binary, and every frame as torchcodec decodes it."""
+    path = tmp_path_factory.mktemp("ffmpeg") / "testsrc.avi"
+    subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x48:rate=50",
+         "-frames:v", str(NUM_VIDEO_FRAMES), "-c:v", "mjpeg", "-q:v", "2", str(path)],
+        check=True,
+    )
+    frames = VideoDecoder(str(path)).get_frames_in_range(0, NUM_VIDEO_FRAMES).data
+    return str(path), frames
+
+
+def raw_processor(**kwargs):
+    """A processor that only samples frames, so its output can be compared with decoded frames exactly."""
+    return DiscovrVideoProcessor(do_resize=False, do_rescale=False, do_normalize=False, **kwargs)
+
+
+def test_sample_clip_indices_strides_and_repeats_last_frame():
+    assert sample_clip_indices(100, 4, frame_stride=3, start=5) == [5, 8, 11, 14]
+    assert sample_clip_indices(10, 5, frame_stride=3, start=2) == [2, 5, 8, 9, 9]
+    assert sample_clip_indices(1, 3, frame_stride=2) == [0, 0, 0]
+    with pytest.raises(ValueError, match="start"):
+        sample_clip_indices(10, 4, 3, start=10)
+    with pytest.raises(ValueError, match="frame_stride"):
+        sample_clip_indices(10, 4, 0)
+
+
+def test_clip_starts_and_random_start():
+    # 4 frames at stride 3 span 10 frames: starts 0..10 fit in a 20-frame video.
+    assert clip_starts(20, 4, 3, mode="all") == list(range(11))
+    assert clip_starts(20, 4, 3, mode="uniform:3") == [0, 5, 10]
+    assert clip_starts(5, 4, 3, mode="uniform:3") == [0]
+    with pytest.raises(ValueError, match="uniform:K"):
+        clip_starts(20, 4, 3, mode="uniform:x")
+    draws = [random_clip_start(20, 4, 3, generator=torch.Generator().manual_seed(s)) for s in range(30)]
+    assert min(draws) >= 0 and max(draws) <= 10 and len(set(draws)) > 3
+    again = [random_clip_start(20, 4, 3, generator=torch.Generator().manual_seed(s)) for s in range(30)]
+    assert draws == again
+
+
+def test_file_frames_match_torchcodec_at_stride_and_start(ffmpeg_video):
+    path, frames = ffmpeg_video
+    out = raw_processor()(path, num_frames=6, frame_stride=3, start=7, return_tensors="pt")["pixel_values"]
+    assert out.shape == (1, 6, 3, 48, 64)
+    torch.testing.assert_close(out[0], frames[[7, 10, 13, 16, 19, 22]], rtol=0, atol=0)
+
+
+def test_short_video_repeats_last_frame(ffmpeg_video):
+    path, frames = ffmpeg_video
+    out = raw_processor()(path, num_frames=20, frame_stride=3, start=30, return_tensors="pt")["pixel_values"][0]
+    expected = [min(30 + 3 * i, NUM_VIDEO_FRAMES - 1) for i in range(20)]
+    torch.testing.assert_close(out, frames[expected], rtol=0, atol=0)
+
+
+def test_default_start_is_centred_and_random_start_is_seedable(ffmpeg_video):
+    path, frames = ffmpeg_video
+    processor = raw_processor(num_frames=4, frame_stride=3)
+    # Span 10 of 40 frames: the last start that fits is 30, so the centred start is 15.
+    centred = processor(path, return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(centred, frames[[15, 18, 21, 24]], rtol=0, atol=0)
+    kwargs = {"do_random_start": True, "return_tensors": "pt"}
+    first = processor(path, generator=torch.Generator().manual_seed(3), **kwargs)["pixel_values"]
+    second = processor(path, generator=torch.Generator().manual_seed(3), **kwargs)["pixel_values"]
+    torch.testing.assert_close(first, second)
+    start = random_clip_start(NUM_VIDEO_FRAMES, 4, 3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(first[0], frames[[start, start + 3, start + 6, start + 9]], rtol=0, atol=0)
+
+
+def test_defaults_shape_dtype_and_normalisation(ffmpeg_video):
+    path, frames = ffmpeg_video
+    processor = DiscovrVideoProcessor()
+    assert processor.num_frames == 64 and processor.frame_stride == 3
+    out = processor(path, return_tensors="pt")["pixel_values"]
+    assert out.shape == (1, 64, 3, 112, 112) and out.dtype == torch.float32
+
+    # Hand computation without resizing: (x / 255 - mean) / std, on the frames the sampler picks.
+    out = processor(path, do_resize=False, num_frames=2, frame_stride=1, start=0, return_tensors="pt")["pixel_values"]
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(out[0], (frames[:2].float() / 255 - mean) / std, rtol=1e-5, atol=1e-5)
+
+
+def test_array_and_pil_inputs_grayscale_and_layouts():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, size=(10, 16, 20), dtype=np.uint8)
+    processor = raw_processor(num_frames=4, frame_stride=2, start=1)
+    expected = torch.from_numpy(gray[[1, 3, 5, 7]]).float()[:, None].expand(-1, 3, -1, -1)
+    inputs = {
+        "THW": gray,
+        "THWC": gray[..., None],
+        "TCHW torch": torch.from_numpy(gray)[:, None],
+        "THWC float": gray[..., None].astype(np.float32),
+        "PIL L": [Image.fromarray(frame) for frame in gray],
+        "PIL RGB": [Image.fromarray(frame).convert("RGB") for frame in gray],
+    }
+    for name, video in inputs.items():
+        out = processor(video, return_tensors="pt")["pixel_values"]
+        assert out.shape == (1, 4, 3, 16, 20), name
+        torch.testing.assert_close(out[0].float(), expected, rtol=0, atol=0, msg=name)
+    batch = processor([gray, gray[:6]], return_tensors="pt")["pixel_values"]
+    assert batch.shape == (2, 4, 3, 16, 20)
+    # The second video has 6 frames: its clip [1, 3, 5, 7] ends on a repeat of its last frame, 5.
+    torch.testing.assert_close(batch[1, -1].float(), expected[2], rtol=0, atol=0)
+
+
+def test_bad_files_raise_named_error(tmp_path, ffmpeg_video):
+    path, _ = ffmpeg_video
+    processor = DiscovrVideoProcessor()
+    missing = tmp_path / "missing.avi"
+    with pytest.raises(VideoDecodeError, match="missing.avi.*not found"):
+        processor(str(missing))
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"not a video at all")
+    with pytest.raises(VideoDecodeError, match="garbage.avi.*not a readable video"):
+        processor(str(garbage))
+    data = open(path, "rb").read()
+    truncated = tmp_path / "truncated.avi"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match="truncated.avi.*truncated"):
+        processor(str(truncated))
+
+
+def test_save_and_auto_round_trip(tmp_path):
+    processor = DiscovrVideoProcessor(num_frames=16, frame_stride=2, image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6])
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "video_preprocessor_config.json").is_file()
+    loaded = AutoVideoProcessor.from_pretrained(tmp_path)
+    assert type(loaded) is DiscovrVideoProcessor
+    assert loaded.to_dict() == processor.to_dict()
+    assert loaded.num_frames == 16 and loaded.frame_stride == 2 and list(loaded.image_mean) == [0.1, 0.2, 0.3]
+    with pytest.raises(ValueError, match="generator"):
+        DiscovrVideoProcessor(generator=torch.Generator())
+
+
+def test_compute_mean_std_matches_direct_computation(ffmpeg_video):
+    path, frames = ffmpeg_video
+    mean, std = compute_mean_std([path], samples=None)
+    pixels = frames.double() / 255
+    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), pixels.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), pixels.std(dim=(0, 2, 3), correction=0))
