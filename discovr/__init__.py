@@ -4,25 +4,50 @@ Importing the package registers the DISCOVR classes with the Transformers Auto c
 `AutoModel.from_pretrained(local_dir)` and `pipeline("video-classification", model=local_dir)` work.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 from .configuration_discovr import DiscovrConfig
-from .modeling_discovr import DiscovrForVideoClassification, DiscovrModel, DiscovrPreTrainedModel
+from .masking_discovr import DiscovrMaskGenerator
+from .modeling_discovr import (
+    DiscovrForPreTraining,
+    DiscovrForVideoClassification,
+    DiscovrModel,
+    DiscovrPreTrainedModel,
+)
 
 __version__ = "0.1.0"
 
 AutoConfig.register(DiscovrConfig.model_type, DiscovrConfig)
 AutoModel.register(DiscovrConfig, DiscovrModel)
+AutoModelForPreTraining.register(DiscovrConfig, DiscovrForPreTraining)
 AutoModelForVideoClassification.register(DiscovrConfig, DiscovrForVideoClassification)
 
 # `auto_map` entries in saved configs let `trust_remote_code=True` load a model without this package.
 DiscovrConfig.register_for_auto_class()
 DiscovrModel.register_for_auto_class("AutoModel")
+DiscovrForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 DiscovrForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 
 __all__ = [
     "DiscovrConfig",
     "DiscovrPreTrainedModel",
     "DiscovrModel",
+    "DiscovrForPreTraining",
     "DiscovrForVideoClassification",
+    "DiscovrMaskGenerator",
 ]
+
+# Video processor registration (issue 4).
+from transformers import AutoVideoProcessor  # noqa: E402
+
+from .video_processing_discovr import DiscovrVideoProcessor  # noqa: E402
+
+AutoVideoProcessor.register(DiscovrConfig, DiscovrVideoProcessor)
+DiscovrVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+__all__ += ["DiscovrVideoProcessor"]
+
+# The video-classification pipeline (issue 6): DISCOVR models get the processor's strided clips and clip averaging.
+from .pipeline_discovr import DiscovrVideoClassificationPipeline, register_pipeline  # noqa: E402
+
+register_pipeline()
+__all__ += ["DiscovrVideoClassificationPipeline"]

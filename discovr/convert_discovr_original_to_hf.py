@@ -2,7 +2,10 @@
 
 Usage:
     python -m discovr.convert_discovr_original_to_hf --checkpoint_path CKPT --output_dir DIR \
-        [--reference_config JSON] [--encoder teacher|student] [--num_attention_heads N]
+        [--reference_config JSON] [--model encoder|pretraining] [--encoder teacher|student] [--num_attention_heads N]
+
+`--model encoder` (default) exports one video encoder as a `DiscovrModel`; `--model pretraining` loads every
+tensor of the checkpoint into a `DiscovrForPreTraining` (both branches, heads, prototypes and centres).
 """
 
 from __future__ import annotations
@@ -19,12 +22,26 @@ from typing import Any
 import torch
 
 from .configuration_discovr import DiscovrConfig
-from .modeling_discovr import DiscovrModel, sinusoid_position_table
+from .modeling_discovr import DiscovrForPreTraining, DiscovrModel, sinusoid_position_table
 
 logger = logging.getLogger(__name__)
 
 # Reference checkpoint prefixes of the two video encoders.
 VIDEO_ENCODER_PREFIXES = {"student": "encoder", "teacher": "video_teacher"}
+# Reference prefix -> `DiscovrForPreTraining` prefix of its four ViTs and four DINO heads.
+PRETRAINING_VIT_PREFIXES = {
+    "encoder": "discovr", "video_teacher": "video_teacher", "image_student": "image_student",
+    "image_teacher": "image_teacher",
+}
+PRETRAINING_HEAD_PREFIXES = {
+    "video_dino_head": "video_student_head", "video_teacher_head": "video_teacher_head",
+    "image_dino_head": "image_student_head", "image_teacher_head": "image_teacher_head",
+}
+# Reference tensors that keep their name: decoder norm/head, projection, mask token, prototypes, centres.
+PRETRAINING_SAME_NAME = (
+    "decoder.norm.weight", "decoder.norm.bias", "decoder.head.weight", "decoder.head.bias",
+    "encoder_to_decoder.weight", "mask_token", "prototypes", "image_center", "video_center",
+)
 # Every top-level group a published DISCOVR checkpoint holds; anything else is not a DISCOVR checkpoint.
 REFERENCE_GROUPS = frozenset({
     "encoder", "video_teacher", "image_student", "image_teacher", "decoder", "encoder_to_decoder", "mask_token",
@@ -263,6 +280,43 @@ def convert_video_encoder(
     return converted, used
 
 
+def convert_pretraining(
+    state_dict: dict[str, torch.Tensor], config: DiscovrConfig
+) -> tuple[dict[str, torch.Tensor], set[str], list[str]]:
+    """State dict of a `DiscovrForPreTraining` from a full reference checkpoint.
+
+    Returns the converted tensors, the reference keys they came from, and the reference keys intentionally
+    dropped: the four fixed position tables, each checked equal to the table the model recomputes.
+    """
+    converted, used, dropped = {}, set(), []
+    for source, target in PRETRAINING_VIT_PREFIXES.items():
+        is_video = source in VIDEO_ENCODER_PREFIXES.values()
+        num_layers = config.num_hidden_layers if is_video else config.image_num_hidden_layers
+        has_qv_bias = config.qkv_bias if is_video else config.image_qkv_bias
+        mapping = vit_key_map(source, target, num_layers, has_qv_bias)
+        tensors, keys = convert_blocks(state_dict, f"{source}.blocks", f"{target}.encoder.layer", mapping, num_layers)
+        converted.update(tensors)
+        used |= keys
+        table = f"{source}.pos_embed"
+        if table in state_dict:
+            check_position_table(state_dict, table, config.num_patches if is_video else config.num_patches_per_frame)
+            dropped.append(table)
+
+    mapping = block_key_map("decoder.blocks", "decoder.layer", config.decoder_num_hidden_layers, config.qkv_bias)
+    mapping.update({key: key for key in PRETRAINING_SAME_NAME})
+    num_layers = config.decoder_num_hidden_layers
+    tensors, keys = convert_blocks(state_dict, "decoder.blocks", "decoder.layer", mapping, num_layers)
+    converted.update(tensors)
+    used |= keys
+
+    for key, tensor in state_dict.items():
+        source, _, rest = key.partition(".")
+        if source in PRETRAINING_HEAD_PREFIXES:
+            converted[f"{PRETRAINING_HEAD_PREFIXES[source]}.{rest}"] = tensor
+            used.add(key)
+    return converted, used, dropped
+
+
 def check_reference_groups(state_dict: dict[str, torch.Tensor]) -> None:
     """Refuse keys outside the published checkpoint's groups instead of silently ignoring them."""
     unknown = sorted(key for key in state_dict if key.split(".", 1)[0] not in REFERENCE_GROUPS)
@@ -301,31 +355,56 @@ def convert_checkpoint(
     reference_config: str | Path | None = None,
     encoder: str = "teacher",
     num_attention_heads: int | None = None,
-) -> tuple[DiscovrModel, dict[str, list[str]]]:
-    """Convert a reference checkpoint to a `DiscovrModel` (saved to `output_dir` when given).
+    model: str = "encoder",
+) -> tuple[DiscovrModel | DiscovrForPreTraining, dict[str, Any]]:
+    """Convert a reference checkpoint (saved to `output_dir` when given).
 
-    Returns the model and a report: the `converted` reference keys, and the ones `left` for the full
-    pretraining conversion (other encoder, decoder, image branch, heads, prototypes, centres).
+    `model="encoder"` exports the `encoder` video encoder as a `DiscovrModel`; `model="pretraining"` loads every
+    reference tensor into a `DiscovrForPreTraining` and refuses any key it cannot account for.
+
+    Returns the model and a report: the `model` kind, the `converted` reference keys, the `dropped` ones (fixed
+    position tables, checked) and the ones `left` (in encoder mode: what only the pretraining model holds).
     """
+    if model not in ("encoder", "pretraining"):
+        raise CheckpointConversionError(f"--model must be 'encoder' or 'pretraining', got {model!r}")
     state_dict, args = load_reference_checkpoint(checkpoint_path)
     check_reference_groups(state_dict)
     config = infer_config(state_dict, _reference_args(reference_config, args), num_attention_heads)
-    converted, used = convert_video_encoder(state_dict, config, encoder)
-    model = DiscovrModel(config)
-    load_converted(model, converted)
-    model.eval()
+    if model == "pretraining":
+        converted, used, dropped = convert_pretraining(state_dict, config)
+        left = sorted(set(state_dict) - used - set(dropped))
+        if left:
+            raise CheckpointConversionError(f"Reference keys the pretraining model has no place for: {left}")
+        hf_model = DiscovrForPreTraining(config)
+    else:
+        converted, used = convert_video_encoder(state_dict, config, encoder)
+        dropped = []
+        hf_model = DiscovrModel(config)
+    load_converted(hf_model, converted)
+    hf_model.eval()
     if output_dir is not None:
-        model.save_pretrained(output_dir)
-    report = {"converted": sorted(used), "left": sorted(set(state_dict) - used)}
-    return model, report
+        hf_model.save_pretrained(output_dir)
+    report = {
+        "model": model,
+        "converted": sorted(used),
+        "dropped": sorted(dropped),
+        "left": sorted(set(state_dict) - used - set(dropped)),
+    }
+    return hf_model, report
 
 
-def summarize(report: dict[str, list[str]]) -> str:
-    """Human-readable summary: what was converted and which groups of reference keys were left."""
+def summarize(report: dict[str, Any]) -> str:
+    """Human-readable summary: what was converted, what was dropped on purpose and which keys were left."""
     groups: dict[str, int] = {}
     for key in report["left"]:
         groups[key.split(".", 1)[0]] = groups.get(key.split(".", 1)[0], 0) + 1
-    lines = [f"Converted {len(report['converted'])} reference tensors into the video encoder."]
+    target = "the pretraining model" if report.get("model") == "pretraining" else "the video encoder"
+    lines = [f"Converted {len(report['converted'])} reference tensors into {target}."]
+    if report.get("dropped"):
+        lines.append(
+            f"Dropped {len(report['dropped'])} fixed position tables, each equal to the recomputed one: "
+            + ", ".join(report["dropped"])
+        )
     if groups:
         lines.append("Left for `--model pretraining` (decoder, image branch, heads, prototypes, centres):")
         lines.extend(f"  {name}: {count} tensors" for name, count in sorted(groups.items()))
@@ -347,6 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         "as in shared/reference/tiny/reference_config.json. Overrides the checkpoint's own `args`.",
     )
     parser.add_argument(
+        "--model",
+        choices=("encoder", "pretraining"),
+        default="encoder",
+        help="`encoder` (default): one video encoder as a DiscovrModel. `pretraining`: every tensor of the "
+        "checkpoint in a DiscovrForPreTraining, to resume or inspect pretraining.",
+    )
+    parser.add_argument(
         "--encoder",
         choices=sorted(VIDEO_ENCODER_PREFIXES),
         default="teacher",
@@ -365,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         _, report = convert_checkpoint(
-            args.checkpoint_path, args.output_dir, args.reference_config, args.encoder, args.num_attention_heads
+            args.checkpoint_path, args.output_dir, args.reference_config, args.encoder, args.num_attention_heads,
+            args.model,
         )
     except CheckpointConversionError as error:
         parser.exit(2, f"discovr-convert: error: {error}\n")
