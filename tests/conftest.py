@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from discovr_testing import tiny_config_kwargs
+from discovr import DiscovrConfig
+from discovr_testing import FRAME_STRIDE, tiny_config_kwargs
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -66,11 +67,17 @@ def reference() -> ReferenceFixture:
 
 @pytest.fixture(scope="session")
 def synthetic_echonet(tmp_path_factory) -> Path:
-    """A small synthetic EchoNet-Dynamic folder (16 short videos), generated once per test session."""
+    """14 short synthetic videos (1.6-2 s at 50 fps) in the EchoNet-Dynamic layout, generated once per session.
+
+    Seed 3 puts videos on both sides of EF 50% in every split (8 train, 3 validation, 3 test).
+    """
     from discovr.data import make_synthetic_echonet
 
     root = tmp_path_factory.mktemp("synthetic_echonet")
-    make_synthetic_echonet(root, num_videos=16, seed=0, min_seconds=1.6, max_seconds=2.0, progress=False)
+    make_synthetic_echonet(
+        root, num_videos=14, seed=3, min_seconds=1.6, max_seconds=2.0, split_fractions=(0.5, 0.25, 0.25),
+        progress=False,
+    )
     return root
 
 
@@ -80,3 +87,19 @@ def tiny_config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("configs") / "tiny_config.json"
     path.write_text(json.dumps(tiny_config_kwargs()))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    """A seeded tiny `DiscovrModel` saved with a processor (stride `FRAME_STRIDE`), standing in for a pretrained one."""
+    from discovr import DiscovrModel, DiscovrVideoProcessor
+
+    directory = tmp_path_factory.mktemp("encoder")
+    torch.manual_seed(0)
+    config = DiscovrConfig(**tiny_config_kwargs())
+    DiscovrModel(config).save_pretrained(directory)
+    DiscovrVideoProcessor(
+        num_frames=config.num_frames, frame_stride=FRAME_STRIDE,
+        size={"height": config.image_size, "width": config.image_size},
+    ).save_pretrained(directory)
+    return directory

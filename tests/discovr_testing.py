@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Frame stride of the tests' processors: short synthetic videos still give distinct frames.
+FRAME_STRIDE = 2
+
 
 def tiny_config_kwargs(**overrides) -> dict:
     """A DiscovrConfig small enough for fast CPU tests (4 frames of 32x32, width 32)."""

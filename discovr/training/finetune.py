@@ -1,0 +1,727 @@
+"""Fine-tune DISCOVR for LVEF regression or video classification with `transformers.Trainer`.
+
+    python -m discovr.training.finetune --model_name_or_path runs/discovr/encoder \
+        --data_root data/EchoNet-Dynamic --task lvef --mode last_k --k 3 --output_dir runs/lvef
+
+Training draws one random clip per video and step. The validation split is scored after every epoch (or every
+`--eval_steps`) on one centred clip per video, and the best checkpoint on validation (MAE for LVEF, macro-F1 for
+classification) is kept. At the end that model is scored on the validation and test splits on one random clip
+per video and on the average over all clips (`--eval_clips`), as EchoNet-Dynamic does; the test split is used
+only there, once. The output directory then holds the model (LoRA merged) with its video processor, so
+`pipeline("video-classification", model=output_dir)` loads it, plus `predictions.csv`, `metrics.json`, the plots
+and a model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import transformers
+from datasets import ClassLabel, Dataset, DatasetDict
+from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
+
+from .. import plotting
+from ..configuration_discovr import DiscovrConfig
+from ..data import VideoTransform, collate_videos, load_echonet_dynamic, load_echonet_pediatric, load_video_csv
+from ..metrics import HFREF_THRESHOLD, binary_auroc, bootstrap_ci, classification_metrics, regression_metrics
+from ..modeling_discovr import DiscovrForVideoClassification
+from ..video_processing_discovr import DiscovrVideoProcessor
+from .clips import VideoPrediction, check_clip_mode, predict_videos
+from .model_card import write_model_card
+from .presets import PRESETS, load_model_config
+
+
+logger = logging.getLogger(__name__)
+
+DATA_FORMATS = ("echonet_dynamic", "echonet_pediatric", "csv")
+TASKS = ("lvef", "classification")
+MODES = ("linear", "last_k", "full", "lora")
+# Parameters that are newly initialised when an encoder is loaded into the classification model.
+HEAD_PREFIXES = ("classifier.", "fc_norm.")
+TARGET_COLUMN = "target"
+DEFAULT_FRAME_STRIDE = 3
+NORMAL, ABNORMAL = "Normal", "Abnormal"
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs; the fields are the `discovr-finetune` options (see `--help`)."""
+
+    output_dir: str
+    data_root: str
+    model_name_or_path: str | None = None
+    preset: str | None = None
+    config: str | None = None
+    task: str = "lvef"
+    label_column: str | None = None
+    abnormal_below: float | None = None
+    data_format: str = "echonet_dynamic"
+    pediatric_view: str = "A4C"
+    test_fold: int = 0
+    train_manifest: str | None = None
+    validation_manifest: str | None = None
+    test_manifest: str | None = None
+    max_train_videos: int | None = None
+    max_eval_videos: int | None = None
+    mode: str = "last_k"
+    k: int = 3
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    frame_stride: int | None = None
+    eval_clips: str = "all"
+    num_train_epochs: float = 10.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.1
+    eval_steps: int | None = None
+    logging_steps: int = 10
+    num_workers: int = 2
+    bf16: bool = False
+    seed: int = 0
+    disable_tqdm: bool = False
+
+
+@dataclass
+class FinetuneResult:
+    """Where a run wrote its outputs, and its final metrics (the content of `metrics.json`)."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_splits(
+    data_format: str,
+    data_root: str | os.PathLike,
+    *,
+    pediatric_view: str = "A4C",
+    test_fold: int = 0,
+    manifests: dict[str, str | None] | None = None,
+    max_train_videos: int | None = None,
+    max_eval_videos: int | None = None,
+) -> DatasetDict:
+    """
+    train / validation / test `DatasetDict` from the loaders of `discovr.data`, optionally capped.
+
+    Args:
+        data_format: `echonet_dynamic`, `echonet_pediatric` or `csv`.
+        data_root: the dataset folder (for `csv`, the root of the manifest paths).
+        pediatric_view: EchoNet-Pediatric view.
+        test_fold: EchoNet-Pediatric test fold.
+        manifests: for `csv`, one DISCOVR CSV per split (`train`, `validation`, `test`).
+        max_train_videos: keep only the first N training videos.
+        max_eval_videos: keep only the first N validation and N test videos.
+    """
+    if data_format == "echonet_dynamic":
+        splits = load_echonet_dynamic(data_root)
+    elif data_format == "echonet_pediatric":
+        splits = load_echonet_pediatric(data_root, view=pediatric_view, test_fold=test_fold)
+    elif data_format == "csv":
+        manifests = manifests or {}
+        missing = [f"--{split}_manifest" for split in ("train", "validation", "test") if manifests.get(split) is None]
+        if missing:
+            raise ValueError(f"--data_format csv needs {', '.join(missing)} (one DISCOVR CSV per split)")
+        splits = load_video_csv({split: manifests[split] for split in ("train", "validation", "test")}, data_root)
+    else:
+        raise ValueError(f"--data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+    for split in ("train", "validation", "test"):
+        if split not in splits or len(splits[split]) == 0:
+            raise ValueError(f"The {split} split of {data_root} ({data_format}) is empty")
+    caps = {"train": max_train_videos, "validation": max_eval_videos, "test": max_eval_videos}
+    for split, cap in caps.items():
+        if cap is not None and cap < len(splits[split]):
+            logger.info("Using the first %d of %d %s videos", cap, len(splits[split]), split)
+            splits[split] = splits[split].select(range(cap))
+    return splits
+
+
+def _splits_for(config: FinetuneConfig) -> DatasetDict:
+    return load_splits(
+        config.data_format,
+        config.data_root,
+        pediatric_view=config.pediatric_view,
+        test_fold=config.test_fold,
+        manifests={"train": config.train_manifest, "validation": config.validation_manifest, "test": config.test_manifest},
+        max_train_videos=config.max_train_videos,
+        max_eval_videos=config.max_eval_videos,
+    )
+
+
+def _with_targets(columns: dict[str, tuple[Dataset, list]], convert: Callable[[Any], Any]) -> DatasetDict:
+    """Each split with `convert(value)` of its label column added as the `target` column."""
+    return DatasetDict(
+        {
+            split: dataset.add_column(TARGET_COLUMN, [convert(value) for value in values])
+            for split, (dataset, values) in columns.items()
+        }
+    )
+
+
+def attach_targets(
+    splits: DatasetDict, task: str, label_column: str | None = None, abnormal_below: float | None = None
+) -> tuple[DatasetDict, dict[int, str]]:
+    """
+    Add the training target as column `target` and return the label names (`id2label`).
+
+    `lvef` regresses `ef` (or `label_column`). `classification` uses `label_column`: a `ClassLabel` keeps its
+    names, strings or integers become classes in sorted order (from the training split), and a numeric column
+    with `abnormal_below=T` becomes `Normal` (>= T) / `Abnormal` (< T), e.g. EF < 50.
+    """
+    if task not in TASKS:
+        raise ValueError(f"--task must be one of {TASKS}, got {task!r}")
+    column = label_column or ("ef" if task == "lvef" else None)
+    if column is None:
+        raise ValueError(
+            "--task classification needs --label_column (e.g. 'label' for a DISCOVR CSV, or 'ef' with "
+            "--abnormal_below 50)"
+        )
+    for split, dataset in splits.items():
+        if column not in dataset.column_names:
+            raise ValueError(f"Label column {column!r} is not in the {split} split (columns: {dataset.column_names})")
+    columns = {split: (dataset, list(dataset[column])) for split, dataset in splits.items()}
+    feature = splits["train"].features[column]
+    numeric = getattr(feature, "dtype", None) in ("float16", "float32", "float64", "int8", "int16", "int32", "int64")
+
+    if task == "lvef":
+        if not numeric or isinstance(feature, ClassLabel):
+            raise ValueError(f"--task lvef needs a numeric label column; {column!r} is {feature}")
+        return _with_targets(columns, float), {0: "LVEF"}
+    if abnormal_below is not None:
+        if not numeric or isinstance(feature, ClassLabel):
+            raise ValueError(f"--abnormal_below needs a numeric label column; {column!r} is {feature}")
+        threshold = float(abnormal_below)
+        return _with_targets(columns, lambda value: int(value < threshold)), {0: NORMAL, 1: ABNORMAL}
+    if isinstance(feature, ClassLabel):
+        return _with_targets(columns, int), dict(enumerate(feature.names))
+    if str(feature.dtype).startswith("float"):
+        raise ValueError(f"Label column {column!r} holds floats; classify it with --abnormal_below T, or use --task lvef")
+    classes = sorted(set(splits["train"][column]))
+    index = {name: i for i, name in enumerate(classes)}
+    for split in ("validation", "test"):
+        unseen = sorted(set(splits[split][column]) - index.keys(), key=str)
+        if unseen:
+            raise ValueError(f"The {split} split has classes absent from the training split: {unseen}")
+    return _with_targets(columns, index.__getitem__), {i: str(name) for i, name in enumerate(classes)}
+
+
+def collate_clips(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """`collate_videos` without the `video` paths, which the model does not take."""
+    batch = collate_videos(rows)
+    batch.pop("video")
+    return batch
+
+
+def video_ids(videos: list[str]) -> list[str]:
+    """EchoNet `FileName`s: video file names without folder and extension."""
+    return [os.path.splitext(os.path.basename(video))[0] for video in videos]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+
+
+def _describe_size(config: FinetuneConfig) -> str:
+    if config.model_name_or_path:
+        return f"initialised from `{config.model_name_or_path}`"
+    if config.preset:
+        return f"`{config.preset}` preset, random initialisation"
+    return f"config `{config.config}`, random initialisation"
+
+
+def load_classification_model(
+    model_name_or_path: str, num_labels: int, problem_type: str, id2label: dict[int, str]
+) -> DiscovrForVideoClassification:
+    """
+    Load a saved encoder (`DiscovrModel`, `DiscovrForPreTraining` or a fine-tuned model) with a new head.
+
+    Only head weights may be newly initialised: a directory whose encoder weights do not load raises, instead of
+    silently fine-tuning a random encoder. Pretraining-only weights (image branch, decoder, teachers) are dropped.
+    """
+    # Transformers prints a table of every skipped pretraining weight; one summary below says more.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = DiscovrForVideoClassification.from_pretrained(
+            model_name_or_path,
+            num_labels=num_labels,
+            problem_type=problem_type,
+            id2label=id2label,
+            label2id={name: i for i, name in id2label.items()},
+            ignore_mismatched_sizes=True,
+            output_loading_info=True,
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    mismatched = sorted(str(entry[0] if isinstance(entry, tuple) else entry) for entry in info["mismatched_keys"])
+    new = sorted(set(info["missing_keys"]) | set(mismatched))
+    encoder_missing = [name for name in new if not name.startswith(HEAD_PREFIXES)]
+    if encoder_missing:
+        raise ValueError(
+            f"{model_name_or_path} does not hold a complete DISCOVR encoder: {len(encoder_missing)} encoder "
+            f"weights are missing or of the wrong shape (e.g. {', '.join(encoder_missing[:5])})"
+        )
+    if new:
+        logger.warning(
+            "Newly initialised head weights (trained by this run, as expected): %s. Every encoder weight was "
+            "loaded from %s.", ", ".join(new), model_name_or_path,
+        )
+    if info["unexpected_keys"]:
+        logger.info("Ignored %d pretraining-only weights of %s (image branch, decoder, teachers, DINO heads)",
+                    len(info["unexpected_keys"]), model_name_or_path)
+    return model
+
+
+def build_model(
+    config: FinetuneConfig, num_labels: int, problem_type: str, id2label: dict[int, str]
+) -> tuple[DiscovrForVideoClassification, DiscovrVideoProcessor]:
+    """The classification model and its video processor, from a saved encoder or a random preset/config."""
+    sources = [config.model_name_or_path, config.preset, config.config]
+    if sum(source is not None for source in sources) != 1:
+        raise ValueError("Give exactly one of --model_name_or_path, --preset or --config")
+    if config.model_name_or_path is not None:
+        model = load_classification_model(config.model_name_or_path, num_labels, problem_type, id2label)
+    else:
+        model_config = load_model_config(
+            preset=config.preset,
+            config_file=config.config,
+            num_labels=num_labels,
+            problem_type=problem_type,
+            id2label=id2label,
+            label2id={name: i for i, name in id2label.items()},
+        )
+        model = DiscovrForVideoClassification(model_config)
+    return model, model_processor(model.config, config.model_name_or_path, config.frame_stride)
+
+
+def model_processor(
+    model_config: DiscovrConfig, model_dir: str | os.PathLike | None = None, frame_stride: int | None = None
+) -> DiscovrVideoProcessor:
+    """
+    The video processor saved in `model_dir`, or a new one whose clip length and size follow `model_config`.
+
+    `frame_stride` overrides the saved stride (default for a new processor: 3, as published). A saved processor
+    whose clip length or size disagrees with the model raises.
+    """
+    size = {"height": model_config.image_size, "width": model_config.image_size}
+    if model_dir is not None and (Path(model_dir) / "video_preprocessor_config.json").is_file():
+        processor = DiscovrVideoProcessor.from_pretrained(model_dir)
+        if frame_stride is not None:
+            processor.frame_stride = frame_stride
+    else:
+        processor = DiscovrVideoProcessor(
+            num_frames=model_config.num_frames, frame_stride=frame_stride or DEFAULT_FRAME_STRIDE, size=size
+        )
+    if processor.num_frames != model_config.num_frames or dict(processor.size) != size:
+        raise ValueError(
+            f"The video processor in {model_dir} makes {processor.num_frames} frames of {dict(processor.size)}, but "
+            f"the model takes {model_config.num_frames} frames of {size}"
+        )
+    return processor
+
+
+def initialise_regression_bias(model: DiscovrForVideoClassification, mean: float) -> None:
+    """Start the LVEF head at the training-set mean EF, so early steps learn variation, not the offset."""
+    with torch.no_grad():
+        model.classifier.bias.fill_(mean)
+
+
+def apply_mode(model: DiscovrForVideoClassification, config: FinetuneConfig) -> torch.nn.Module:
+    """
+    Choose what trains: `linear` (head only), `last_k` (last k blocks, final norm and head), `full`, or `lora`.
+
+    `lora` returns a PEFT model with LoRA on the `query` and `value` projections and a trainable copy of the head.
+    """
+    head = [name for name in ("classifier", "fc_norm") if getattr(model, name, None) is not None]
+    if config.mode == "full":
+        model.requires_grad_(True)
+    elif config.mode in ("linear", "last_k"):
+        model.requires_grad_(False)
+        for name in head:
+            getattr(model, name).requires_grad_(True)
+        if config.mode == "last_k":
+            layers = model.discovr.encoder.layer
+            if not 1 <= config.k <= len(layers):
+                raise ValueError(f"--k must be in 1..{len(layers)} for this {len(layers)}-layer encoder, got {config.k}")
+            for layer in layers[-config.k:]:
+                layer.requires_grad_(True)
+            model.discovr.layernorm.requires_grad_(True)
+    elif config.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=["query", "value"],
+            modules_to_save=head,
+        )
+        model = get_peft_model(model, lora)
+    else:
+        raise ValueError(f"--mode must be one of {MODES}, got {config.mode!r}")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("Mode %s: %d of %d parameters trainable (%.2f%%)", config.mode, trainable, total, 100 * trainable / total)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _classification_scores(probabilities: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
+    metrics = classification_metrics(probabilities.argmax(axis=-1), labels, labels=list(range(num_labels)))
+    if num_labels == 2 and 0 < labels.sum() < len(labels):
+        metrics["auroc"] = binary_auroc(probabilities[:, 1], labels == 1)
+    return metrics
+
+
+def make_compute_metrics(problem_type: str, num_labels: int):
+    """`compute_metrics` for Trainer: MAE, RMSE, R², HFrEF AUROC (LVEF) or accuracy, balanced accuracy, F1."""
+
+    def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+        logits = np.asarray(prediction.predictions)
+        labels = np.asarray(prediction.label_ids)
+        if problem_type == "regression":
+            return regression_metrics(logits.reshape(-1), labels.reshape(-1))
+        probabilities = torch.from_numpy(logits).float().softmax(dim=-1).numpy()
+        return _classification_scores(probabilities, labels.astype(int), num_labels)
+
+    return compute_metrics
+
+
+def score_predictions(
+    predictions: list[VideoPrediction], targets: np.ndarray, problem_type: str, num_labels: int, seed: int
+) -> tuple[dict[str, dict[str, float]], np.ndarray, np.ndarray]:
+    """
+    Metrics on one random clip per video and on the clip average.
+
+    The random clip is drawn from the clips already scored, so it is a uniformly random start when those are
+    all clips. Returns the metrics and the per-video outputs (one clip, average).
+    """
+    rng = np.random.default_rng(seed)
+    one_clip = np.stack([p.clip_logits[rng.integers(p.num_clips)].numpy() for p in predictions])
+    average = np.stack([p.output.numpy() for p in predictions])
+    if problem_type == "regression":
+        one_clip, average = one_clip[:, 0], average[:, 0]
+        metrics = {"one_clip": regression_metrics(one_clip, targets), "clip_average": regression_metrics(average, targets)}
+    else:
+        one_clip = torch.from_numpy(one_clip).softmax(dim=-1).numpy()
+        metrics = {
+            "one_clip": _classification_scores(one_clip, targets, num_labels),
+            "clip_average": _classification_scores(average, targets, num_labels),
+        }
+    return metrics, one_clip, average
+
+
+def predictions_table(
+    videos: list[str], targets: np.ndarray, outputs: np.ndarray, predictions: list[VideoPrediction],
+    id2label: dict[int, str], problem_type: str,
+) -> pd.DataFrame:
+    """Per-video table: `FileName`, `EF`, `prediction`, `num_clips` (LVEF) or class names and probabilities."""
+    num_clips = [p.num_clips for p in predictions]
+    if problem_type == "regression":
+        return pd.DataFrame({"FileName": video_ids(videos), "EF": targets, "prediction": outputs, "num_clips": num_clips})
+    table = pd.DataFrame(
+        {
+            "FileName": video_ids(videos),
+            "label": [id2label[int(t)] for t in targets],
+            "prediction": [id2label[int(i)] for i in outputs.argmax(axis=-1)],
+            "num_clips": num_clips,
+        }
+    )
+    for index, name in id2label.items():
+        table[f"probability_{name}"] = outputs[:, index]
+    return table
+
+
+def write_lvef_plots(table: pd.DataFrame, output_dir: Path) -> list[Path]:
+    """Scatter, Bland-Altman and HFrEF ROC plots of a predictions table; each is skipped when undefined."""
+    written = []
+    if len(table) < 2:
+        logger.warning("Plots need at least 2 test videos, got %d; none written", len(table))
+        return written
+    written += plotting.plot_lvef_scatter(table, output_dir / "lvef_scatter.png")
+    written += plotting.plot_bland_altman(table, output_dir / "bland_altman.png")
+    below = int((table["EF"] < HFREF_THRESHOLD).sum())
+    if 0 < below < len(table):
+        written += plotting.plot_roc(table, output_dir / "roc.png")
+    else:
+        logger.warning("ROC skipped: the test videos are all on one side of EF %g%%", HFREF_THRESHOLD)
+    return written
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run
+
+
+def _metric_for_best_model(problem_type: str) -> tuple[str, bool]:
+    return ("mae", False) if problem_type == "regression" else ("macro_f1", True)
+
+
+def training_arguments(config: FinetuneConfig, checkpoint_dir: Path, problem_type: str) -> TrainingArguments:
+    """Trainer arguments: evaluation and a checkpoint every epoch (or `eval_steps`), best model kept."""
+    metric, greater_is_better = _metric_for_best_model(problem_type)
+    strategy = "steps" if config.eval_steps else "epoch"
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="cosine",
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=config.eval_steps,
+        save_steps=config.eval_steps,
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater_is_better,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=config.num_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        bf16=config.bf16,
+        seed=config.seed,
+        disable_tqdm=config.disable_tqdm,
+    )
+
+
+def _check_config(config: FinetuneConfig) -> None:
+    if config.task not in TASKS:
+        raise ValueError(f"--task must be one of {TASKS}, got {config.task!r}")
+    if config.mode not in MODES:
+        raise ValueError(f"--mode must be one of {MODES}, got {config.mode!r}")
+    if config.preset is not None and config.preset not in PRESETS:
+        raise ValueError(f"Unknown --preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+    if config.abnormal_below is not None and config.task != "classification":
+        raise ValueError("--abnormal_below only applies to --task classification")
+    if not 0 <= config.warmup_ratio < 1:
+        raise ValueError(f"--warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
+    check_clip_mode(config.eval_clips)
+    if not Path(config.data_root).is_dir():
+        raise ValueError(f"--data_root {config.data_root} is not a directory")
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Run a fine-tuning job end to end (see the module docstring); returns its metrics and predictions."""
+    _check_config(config)
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(config.seed)
+
+    splits = _splits_for(config)
+    splits, id2label = attach_targets(splits, config.task, config.label_column, config.abnormal_below)
+    problem_type = "regression" if config.task == "lvef" else "single_label_classification"
+    num_labels = 1 if problem_type == "regression" else len(id2label)
+    model, processor = build_model(config, num_labels, problem_type, id2label)
+    train_targets = np.asarray(splits["train"][TARGET_COLUMN], dtype=np.float64)
+    train_mean = float(train_targets.mean())
+    if problem_type == "regression":
+        initialise_regression_bias(model, train_mean)
+    trainable = apply_mode(model, config)
+
+    train_set = splits["train"].with_transform(VideoTransform(processor, label_column=TARGET_COLUMN, training=True))
+    validation_set = splits["validation"].with_transform(VideoTransform(processor, label_column=TARGET_COLUMN))
+    checkpoint_dir = output_dir / "checkpoints"
+    trainer = Trainer(
+        model=trainable,
+        args=training_arguments(config, checkpoint_dir, problem_type),
+        train_dataset=train_set,
+        eval_dataset=validation_set,
+        data_collator=collate_clips,
+        compute_metrics=make_compute_metrics(problem_type, num_labels),
+    )
+    train_result = trainer.train()
+    with open(output_dir / "training_log.jsonl", "w") as handle:
+        for record in trainer.state.log_history:
+            handle.write(json.dumps(record) + "\n")
+
+    best = trainer.model
+    if config.mode == "lora":
+        best = best.merge_and_unload()
+    best.eval()
+
+    metrics: dict[str, Any] = {
+        "train": {"videos": len(splits["train"]), "steps": train_result.global_step, "loss": train_result.training_loss},
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "eval_clips": config.eval_clips,
+    }
+    tables = {}
+    for split in ("validation", "test"):
+        videos = list(splits[split]["video"])
+        targets = np.asarray(splits[split][TARGET_COLUMN])
+        predictions = predict_videos(
+            best, processor, videos, config.eval_clips, config.per_device_eval_batch_size, config.num_workers,
+            progress=not config.disable_tqdm,
+        )
+        scores, _, average = score_predictions(predictions, targets, problem_type, num_labels, config.seed)
+        metrics[split] = {"videos": len(videos), **scores}
+        tables[split] = predictions_table(videos, targets, average, predictions, id2label, problem_type)
+        if problem_type == "regression":
+            metrics[split]["train_mean_baseline"] = regression_metrics(np.full(len(targets), train_mean), targets)
+            if split == "test" and len(targets) > 1:
+                metrics[split]["clip_average_95ci"] = bootstrap_ci(average, targets, seed=config.seed)
+        logger.info("%s (%d videos): %s", split, len(videos), json.dumps(scores))
+
+    tables["test"].to_csv(output_dir / "predictions.csv", index=False)
+    tables["validation"].to_csv(output_dir / "validation_predictions.csv", index=False)
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    if problem_type == "regression":
+        write_lvef_plots(tables["test"], output_dir)
+    if any("loss" in record for record in trainer.state.log_history):
+        plotting.plot_training_curves(output_dir / "training_log.jsonl", output_dir / "training_curves.png")
+    else:
+        logger.warning("No training loss was logged (fewer steps than --logging_steps); training_curves.png skipped")
+
+    best.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    _write_card(config, processor, output_dir, splits, metrics, id2label, train_mean)
+    logger.info("Saved the fine-tuned model, its processor, predictions and plots to %s", output_dir)
+    return FinetuneResult(output_dir=output_dir, metrics=metrics, predictions=tables["test"])
+
+
+def _write_card(
+    config: FinetuneConfig, processor: DiscovrVideoProcessor, output_dir: Path, splits: DatasetDict, metrics: dict,
+    id2label: dict[int, str], train_mean: float,
+) -> None:
+    sizes = ", ".join(f"{len(splits[split])} {split}" for split in ("train", "validation", "test"))
+    task = "LVEF regression (EF in %)" if config.task == "lvef" else f"classification into {list(id2label.values())}"
+    card_metrics = {split: metrics[split] for split in ("validation", "test")}
+    extra = (
+        "## Training\n\n"
+        f"Task: {task}. Fine-tuned with `discovr-finetune`, mode `{config.mode}`"
+        + (f" (last {config.k} blocks)" if config.mode == "last_k" else "")
+        + f", learning rate {config.learning_rate}, {metrics['train']['steps']} optimiser steps of "
+        f"{config.per_device_train_batch_size} clips. Clips: {processor.num_frames} frames every "
+        f"{processor.frame_stride} frames at {processor.size['height']}x{processor.size['width']}, one random clip "
+        "per video and training step. "
+        f"`one_clip` scores one random clip per video; `clip_average` averages the `{config.eval_clips}` clips."
+        + (f" The head bias started at the training mean EF, {train_mean:.2f}%." if config.task == "lvef" else "")
+    )
+    write_model_card(
+        output_dir,
+        title=f"DISCOVR fine-tuned for {'LVEF' if config.task == 'lvef' else 'video classification'}",
+        data=f"`{config.data_format}` data at `{config.data_root}`: {sizes} videos.",
+        preset=_describe_size(config),
+        metrics=card_metrics,
+        extra=extra,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discovr-finetune",
+        description=__doc__.split("\n\n")[0],
+        epilog=(
+            "Outputs in --output_dir: the model (config.json, model.safetensors) and video processor, README.md "
+            "(model card), predictions.csv (test split: FileName, EF, prediction, num_clips), "
+            "validation_predictions.csv, metrics.json, training_log.jsonl, and for LVEF lvef_scatter.png, "
+            "bland_altman.png, roc.png, plus training_curves.png."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    model = parser.add_argument_group("model (exactly one of --model_name_or_path, --preset, --config)")
+    model.add_argument("--model_name_or_path", default=None,
+                       help="Saved encoder directory: a DiscovrModel (e.g. discovr-pretrain's encoder/), a "
+                            "DiscovrForPreTraining or a fine-tuned model. Only the head starts from scratch.")
+    model.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                       help="Random initialisation at a named size (tiny for demos and tests).")
+    model.add_argument("--config", default=None, help="Random initialisation from a DiscovrConfig JSON file.")
+    model.add_argument("--mode", choices=MODES, default="last_k",
+                       help="What trains: linear = head only; last_k = last --k blocks + final norm + head; full; "
+                            "lora = LoRA on query/value + head, merged into the saved model.")
+    model.add_argument("--k", type=int, default=3, help="Blocks trained by --mode last_k.")
+    model.add_argument("--lora_r", type=int, default=8, help="LoRA rank (--mode lora).")
+    model.add_argument("--lora_alpha", type=int, default=16, help="LoRA scaling alpha (--mode lora).")
+    model.add_argument("--lora_dropout", type=float, default=0.1, help="LoRA dropout (--mode lora).")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
+    data.add_argument("--data_format", choices=DATA_FORMATS, default="echonet_dynamic", help="Manifest format.")
+    data.add_argument("--pediatric_view", choices=("A4C", "PSAX"), default="A4C", help="EchoNet-Pediatric view.")
+    data.add_argument("--test_fold", type=int, default=0,
+                      help="EchoNet-Pediatric test fold (validation is the next fold).")
+    for split in ("train", "validation", "test"):
+        data.add_argument(f"--{split}_manifest", default=None, help=f"DISCOVR CSV of the {split} split (--data_format csv).")
+    data.add_argument("--task", choices=TASKS, default="lvef",
+                      help="lvef: regress EF (%%); classification: predict --label_column.")
+    data.add_argument("--label_column", default=None,
+                      help="Target column: default 'ef' for lvef; required for classification ('label' for a CSV).")
+    data.add_argument("--abnormal_below", type=float, default=None,
+                      help="Classification of a numeric column: below this value is Abnormal, else Normal "
+                           "(e.g. --label_column ef --abnormal_below 50).")
+    data.add_argument("--frame_stride", type=int, default=None,
+                      help=f"Step between clip frames (default: the saved processor's, else {DEFAULT_FRAME_STRIDE}). "
+                           "Clip length and size always follow the model config.")
+    data.add_argument("--eval_clips", default="all",
+                      help="Clips averaged per video in the final evaluation: all, uniform:K or center.")
+    data.add_argument("--max_train_videos", type=int, default=None, help="Use only the first N training videos.")
+    data.add_argument("--max_eval_videos", type=int, default=None,
+                      help="Use only the first N validation and N test videos.")
+    data.add_argument("--num_workers", type=int, default=2, help="Video-decoding worker processes.")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True, help="Where the model, predictions and plots go.")
+    train.add_argument("--num_train_epochs", type=float, default=10.0, help="Epochs over the training videos.")
+    train.add_argument("--max_steps", type=int, default=-1, help="Stop after this many optimiser steps (overrides epochs).")
+    train.add_argument("--per_device_train_batch_size", type=int, default=8, help="Training clips per device and step.")
+    train.add_argument("--per_device_eval_batch_size", type=int, default=16, help="Evaluation clips per forward pass.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
+    train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak AdamW learning rate.")
+    train.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay.")
+    train.add_argument("--warmup_ratio", type=float, default=0.1,
+                       help="Share of the steps spent warming up linearly; cosine decay follows.")
+    train.add_argument("--eval_steps", type=int, default=None,
+                       help="Validate and checkpoint every N steps instead of every epoch.")
+    train.add_argument("--logging_steps", type=int, default=10, help="Log the training loss every N steps.")
+    train.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPU).")
+    train.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, clip draws and shuffling.")
+    train.add_argument("--disable_tqdm", action="store_true", help="Hide the progress bars.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`discovr-finetune`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = finetune(FinetuneConfig(**vars(args)))
+    summary = {split: result.metrics[split]["clip_average"] for split in ("validation", "test")}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

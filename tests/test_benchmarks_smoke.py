@@ -1,0 +1,133 @@
+"""Smoke test of the benchmarks: each runs at toy size for one iteration (`--quick`).
+
+Only the code paths and the result layout are checked (expected keys, positive finite timings); no timing is
+asserted, since speed on a shared machine is not a test outcome. The benchmarks themselves run via `make bench`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import pytest
+
+from benchmarks import run_all
+from benchmarks.common import TimingStats, ratio_summary, time_interleaved
+
+TIMING_KEYS = {"median", "min", "max", "runs"}
+RATIO_KEYS = {"ratio_of_medians", "paired_median", "paired_min", "paired_max"}
+
+
+def run_quick(module_name: str, *extra: str) -> dict:
+    try:
+        module = importlib.import_module(f"benchmarks.{module_name}")
+    except ModuleNotFoundError as error:
+        if error.name == f"benchmarks.{module_name}":
+            pytest.skip(f"benchmarks.{module_name} does not exist yet")
+        raise
+    return module.main(["--quick", *extra])
+
+
+def assert_timing(stats: dict) -> None:
+    assert TIMING_KEYS <= stats.keys()
+    for key in ("median", "min", "max"):
+        assert math.isfinite(stats[key]) and stats[key] > 0, stats
+    assert stats["min"] <= stats["median"] <= stats["max"]
+
+
+def assert_ratio(summary: dict) -> None:
+    assert RATIO_KEYS <= summary.keys()
+    assert all(math.isfinite(v) and v > 0 for v in summary.values()), summary
+
+
+@pytest.fixture(scope="module")
+def quick_results() -> dict[str, dict]:
+    """Results of every benchmark that exists, run once and shared by the layout and rendering tests."""
+    results = {}
+    for name, extra in (
+        ("encoder_vs_videomae", ("--separate-qkv",)),
+        ("flops", ("--profile",)),
+        ("pretrain_step", ()),
+        ("data_loading", ()),
+    ):
+        try:
+            results[name] = run_quick(name, *extra)
+        except pytest.skip.Exception:
+            continue
+    return results
+
+
+def get(results: dict, name: str) -> dict:
+    if name not in results:
+        pytest.skip(f"benchmarks.{name} does not exist yet")
+    return results[name]
+
+
+def test_common_helpers() -> None:
+    stats, times = time_interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(200))}, warmup=1, repeats=3)
+    assert set(stats) == {"a", "b"} and all(len(t) == 3 for t in times.values())
+    assert_timing(stats["a"].to_dict())
+    assert_ratio(ratio_summary(times["a"], times["b"]))
+    with pytest.raises(ValueError):
+        TimingStats.from_times([])
+
+
+def test_encoder_vs_videomae(quick_results) -> None:
+    result = get(quick_results, "encoder_vs_videomae")
+    assert {"machine", "results", "shapes", "videomae_config"} <= result.keys()
+    assert {row["precision"] for row in result["results"]} >= {"fp32"}
+    for row in result["results"]:
+        for name in ("discovr", "videomae", "discovr_separate_qkv"):
+            assert_timing(row["timings"][name])
+        assert_ratio(row["ratio_discovr_over_videomae"])
+        assert_ratio(row["ratio_fused_over_separate_qkv"])
+
+
+def test_flops(quick_results) -> None:
+    result = get(quick_results, "flops")
+    # The counter (with its CPU-SDPA formula) must agree with the analytic ViT count exactly.
+    assert result["flops"] == result["flops_analytic"] > 0
+    assert any("scaled_dot_product" in op for op in result["flops_per_op"])
+    for row in result["results"]:
+        assert_timing(row["timings"]["forward"])
+        assert_timing(row["timings"]["matmul"])
+        for key in ("forward_gflops", "matmul_gflops", "efficiency_of_medians", "efficiency_paired_median"):
+            assert math.isfinite(row[key]) and row[key] > 0
+    assert result["profiles"] and all(ops for ops in result["profiles"].values())
+
+
+def test_pretrain_step(quick_results) -> None:
+    result = get(quick_results, "pretrain_step")
+    assert {"machine", "results"} <= result.keys()
+    for row in result["results"]:
+        for stats in row["timings"].values():
+            assert_timing(stats)
+        assert_ratio(row["port_over_published"])
+
+
+def test_data_loading(quick_results) -> None:
+    result = get(quick_results, "data_loading")
+    assert {"machine", "results", "speedup_vs_opencv"} <= result.keys()
+    for stats in result["results"].values():
+        assert_timing(stats)
+    for summary in result["speedup_vs_opencv"].values():
+        assert_ratio(summary)
+
+
+def test_run_all_renders_every_result(quick_results, tmp_path) -> None:
+    """The document renders every result (no fallback to raw JSON) without re-running the benchmarks."""
+    outcomes = [
+        run_all.Outcome(spec, result=quick_results[spec.name], seconds=1.0, load_before=[0.0, 0.0, 0.0])
+        if spec.name in quick_results else run_all.Outcome(spec, skipped="missing", load_before=[0.0, 0.0, 0.0])
+        for spec in run_all.specs(compile_model=False)
+    ]
+    text = run_all.render_document(run_all.machine_info(), outcomes, 1.0, "python -m benchmarks.run_all --quick", None)
+    assert "```json" not in text
+    assert "## GPU" in text and "torch threads" in text
+    for outcome in outcomes:
+        assert f"## {outcome.spec.title}" in text
+
+
+def test_run_all_quick_requires_output() -> None:
+    with pytest.raises(SystemExit):
+        run_all.main(["--quick"])

@@ -1,0 +1,136 @@
+"""kNN, anomaly score and linear probes on features with a known answer; the cache; `discovr-eval` end to end."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from discovr import DiscovrModel
+from discovr.training import features as features_module
+from discovr.training.evaluate_representations import (
+    EvalConfig,
+    evaluate_representations,
+    knn_anomaly_scores,
+    knn_predict,
+    linear_probe_classification,
+    linear_probe_regression,
+    main,
+)
+from discovr.training.features import cached_features, feature_cache_key
+from discovr.video_processing_discovr import DiscovrVideoProcessor
+
+from discovr_testing import FRAME_STRIDE
+
+
+def test_knn_votes_by_hand():
+    # Memory on the unit circle; the query at angle 0 has cosines 1, cos 60°, cos 90°, cos 180° to them.
+    angles = np.radians([0.0, 60.0, 90.0, 180.0])
+    memory = np.stack([np.cos(angles), np.sin(angles)], axis=1) * [[3.0], [1.0], [2.0], [0.5]]  # norms do not matter
+    labels = np.array([0, 1, 1, 1])
+    query = np.array([[5.0, 0.0]])
+    predicted, votes = knn_predict(memory, labels, query, num_classes=2, k=3, temperature=0.5)
+    # The 3 nearest are angles 0 (class 0), 60 and 90 (class 1): votes exp(1/0.5) vs exp(0.5/0.5) + exp(0/0.5).
+    np.testing.assert_allclose(votes[0], [math.exp(2.0), math.exp(1.0) + 1.0], rtol=1e-6)
+    assert predicted.tolist() == [0]
+    # With a high temperature the two class-1 neighbours outvote the closest one.
+    predicted, _ = knn_predict(memory, labels, query, num_classes=2, k=3, temperature=10.0)
+    assert predicted.tolist() == [1]
+
+
+def test_knn_separates_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 16) * 5
+    train_labels = np.repeat(np.arange(3), 20)
+    test_labels = np.repeat(np.arange(3), 10)
+    train = centres[train_labels] + rng.normal(size=(60, 16))
+    test = centres[test_labels] + rng.normal(size=(30, 16))
+    predicted, _ = knn_predict(train, train_labels, test, num_classes=3, k=10)
+    assert (predicted == test_labels).mean() == 1.0
+
+
+def test_knn_rejects_bad_labels():
+    with pytest.raises(ValueError, match="one label per training feature"):
+        knn_predict(np.ones((3, 2)), [0, 1], np.ones((1, 2)), num_classes=2)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 2\)"):
+        knn_predict(np.ones((2, 2)), [0, 2], np.ones((1, 2)), num_classes=2)
+    with pytest.raises(ValueError, match="dim 2 but queries have 3"):
+        knn_predict(np.ones((2, 2)), [0, 1], np.ones((1, 3)), num_classes=2)
+
+
+def test_anomaly_score_by_hand():
+    normal = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    queries = np.array([[2.0, 0.0], [0.0, -1.0]])
+    scores = knn_anomaly_scores(normal, queries, k=2)
+    # Query 1 matches (1, 0) exactly and (0, 1) at 90°: mean cosine 0.5. Query 2: nearest cosines 0 and 0.
+    np.testing.assert_allclose(scores, [0.5, 1.0], atol=1e-6)
+
+
+def test_linear_probes_on_known_signals():
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        x = rng.normal(size=(n, 8))
+        return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int), 50 + 10 * x[:, 2] - 5 * x[:, 3] + rng.normal(0, 0.5, n)
+
+    (train_x, train_c, train_y), (val_x, val_c, val_y), (test_x, test_c, test_y) = split(200), split(60), split(60)
+    probe = linear_probe_classification((train_x, train_c), (val_x, val_c), (test_x, test_c), num_classes=2)
+    assert probe["macro_f1"] > 0.9 and probe["accuracy"] > 0.9
+    assert probe["C"] in (0.001, 0.01, 0.1, 1.0, 10.0)
+    ridge = linear_probe_regression((train_x, train_y), (val_x, val_y), (test_x, test_y))
+    assert ridge["mae"] < 1.0 < 5.0 < ridge["train_mean_baseline_mae"]
+    assert ridge["r2"] > 0.98
+
+
+def test_feature_cache_reuses_and_invalidates(synthetic_echonet, tiny_encoder_dir, tmp_path, monkeypatch):
+    from discovr.data import load_echonet_dynamic
+
+    encoder = DiscovrModel.from_pretrained(tiny_encoder_dir)
+    processor = DiscovrVideoProcessor.from_pretrained(tiny_encoder_dir)
+    videos = list(load_echonet_dynamic(synthetic_echonet)["test"]["video"])
+    calls = []
+    extract = features_module.extract_features
+    monkeypatch.setattr(features_module, "extract_features", lambda *a, **k: calls.append(a[3]) or extract(*a, **k))
+
+    first = cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", progress=False)
+    again = cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", progress=False)
+    assert first.shape == (len(videos), encoder.config.hidden_size)
+    torch.testing.assert_close(first, again)
+    assert calls == ["center"]
+    cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", mode="uniform:2", progress=False)
+    assert calls == ["center", "uniform:2"]
+    assert len(list(tmp_path.glob("test-*.safetensors"))) == 2
+
+    key = feature_cache_key(tiny_encoder_dir, videos, processor, "center")
+    assert key != feature_cache_key(tiny_encoder_dir, videos[:-1], processor, "center")
+    processor.frame_stride += 1
+    assert key != feature_cache_key(tiny_encoder_dir, videos, processor, "center")
+
+
+def test_eval_end_to_end(synthetic_echonet, tiny_encoder_dir, tmp_path):
+    results = evaluate_representations(EvalConfig(
+        model_name_or_path=str(tiny_encoder_dir), data_root=str(synthetic_echonet), output_dir=str(tmp_path),
+        k=3, num_workers=0, disable_tqdm=True,
+    ))
+    assert results["classes"] == {0: "Normal", 1: "Abnormal"}
+    assert results["videos"] == {"train": 8, "validation": 3, "test": 3}
+    assert results["frame_stride"] == FRAME_STRIDE
+    for protocol in ("knn", "linear"):
+        assert 0.0 <= results[protocol]["macro_f1"] <= 1.0
+    assert 0.0 <= results["anomaly"]["auroc"] <= 1.0
+    assert results["anomaly"]["normal_memory"] == 5  # 8 training videos, 3 with EF < 50
+    assert math.isfinite(results["ridge"]["mae"])
+    assert json.loads((tmp_path / "representation_metrics.json").read_text())["knn"] == results["knn"]
+    assert len(list((tmp_path / "features").glob("*.safetensors"))) == 3
+
+
+def test_eval_refuses_bad_setups(synthetic_echonet, tiny_encoder_dir, tmp_path):
+    common = dict(model_name_or_path=str(tiny_encoder_dir), data_root=str(synthetic_echonet), output_dir=str(tmp_path),
+                  num_workers=0, disable_tqdm=True)
+    with pytest.raises(ValueError, match="--normal_class 'Healthy' is not one of the classes"):
+        evaluate_representations(EvalConfig(**common, normal_class="Healthy", protocols=("anomaly",)))
+    with pytest.raises(ValueError, match="ridge protocol regresses 'lvef'"):
+        evaluate_representations(EvalConfig(**common, regression_column="lvef", protocols=("ridge",)))
+    with pytest.raises(SystemExit):
+        main(["--model_name_or_path", "x", "--data_root", "y", "--output_dir", "z", "--protocols", "segmentation"])
