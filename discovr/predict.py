@@ -1,0 +1,229 @@
+"""Predict LVEF (or classes) for echo videos with a fine-tuned DISCOVR model, one CSV row per video.
+
+Inputs are video files, directories (their .avi and .mp4 files) and manifests: an EchoNet `FileList.csv` (videos in
+its `Videos/` folder; its `EF` and `Split` are copied to the output) or a DISCOVR CSV (a path and a class per row,
+relative to `--video_root`; the class is copied as `class`). Predictions go through the `video-classification`
+pipeline, so they match `pipeline("video-classification", model=MODEL_DIR)`.
+
+A video that is missing or cannot be decoded gets a row with the reason in `error` and a warning; the others are
+still predicted, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import pipeline
+
+from .data.manifests import _read_video_csv
+from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline, check_num_clips
+from .video_processing_discovr import VideoDecodeError
+
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".avi", ".mp4")
+ECHONET_MANIFEST = "FileList.csv"
+# Per-video failures that must not stop the batch: decoding (VideoDecodeError, or FFmpeg errors surfacing as
+# RuntimeError / OSError) and videos the processor rejects (ValueError).
+PER_VIDEO_ERRORS = (VideoDecodeError, RuntimeError, OSError, ValueError)
+
+
+@dataclass
+class VideoEntry:
+    """One video to predict: its name in the output, its path, and any truth columns its manifest carries."""
+
+    file_name: str
+    path: Path
+    truth: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_echonet_manifest(path: Path) -> bool:
+    if path.name == ECHONET_MANIFEST:
+        return True
+    header = pd.read_csv(path, nrows=0).columns
+    return "FileName" in header
+
+
+def _echonet_entries(path: Path) -> list[VideoEntry]:
+    """Rows of an EchoNet(-Pediatric) `FileList.csv`; `FileName` may carry `.avi` or not."""
+    table = pd.read_csv(path, dtype={"FileName": str})
+    videos = path.parent / "Videos"
+    entries = []
+    for row in table.to_dict("records"):
+        name = str(row["FileName"]).strip()
+        file = name if Path(name).suffix.lower() in VIDEO_SUFFIXES else f"{name}.avi"
+        truth = {column: row[column] for column in ("Split", "EF") if column in row}
+        entries.append(VideoEntry(name, videos / file, truth))
+    return entries
+
+
+def _discovr_csv_entries(path: Path, video_root: Path) -> list[VideoEntry]:
+    """Rows of a DISCOVR CSV (a path and a class per row); `.avi` is added to paths without an extension."""
+    paths, classes = _read_video_csv(path)
+    entries = []
+    for relative, label in zip(paths.fillna(""), classes, strict=True):
+        file = relative if Path(relative).suffix else f"{relative}.avi"
+        entries.append(VideoEntry(relative, video_root / file, {"class": label}))
+    return entries
+
+
+def collect_videos(
+    inputs: Sequence[str | os.PathLike], video_root: str | os.PathLike | None = None
+) -> list[VideoEntry]:
+    """
+    Expand video files, directories and manifests into the list of videos to predict, in the order given.
+
+    Args:
+        inputs: video files (kept even when missing, so that they get an error row), directories (their .avi and
+            .mp4 files, sorted) and `.csv` manifests (an EchoNet `FileList.csv`, or any CSV with a `FileName`
+            column, else a DISCOVR CSV).
+        video_root: folder the paths of DISCOVR CSVs are relative to; defaults to each manifest's folder.
+    """
+    entries: list[VideoEntry] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise ValueError(f"No {'/'.join(VIDEO_SUFFIXES)} videos in directory {path} (pass a manifest instead)")
+            entries.extend(VideoEntry(p.name, p) for p in found)
+        elif path.suffix.lower() == ".csv":
+            if not path.is_file():
+                raise FileNotFoundError(f"Manifest not found: {path}")
+            if _is_echonet_manifest(path):
+                entries.extend(_echonet_entries(path))
+            else:
+                entries.extend(_discovr_csv_entries(path, Path(video_root) if video_root else path.parent))
+        else:
+            entries.append(VideoEntry(path.name, path))
+    return entries
+
+
+def load_predictor(model_dir: str | os.PathLike, device: str | None = None) -> DiscovrVideoClassificationPipeline:
+    """The `video-classification` pipeline of a fine-tuned DISCOVR directory (model and processor side by side)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    predictor = pipeline(TASK, model=os.fspath(model_dir), device=device)
+    if not isinstance(predictor, DiscovrVideoClassificationPipeline):
+        raise ValueError(f"{model_dir} is not a DISCOVR video-classification model ({type(predictor.model).__name__})")
+    return predictor
+
+
+def predict_videos(
+    predictor: DiscovrVideoClassificationPipeline,
+    videos: Sequence[VideoEntry],
+    num_clips: int | str = 1,
+    batch_size: int = 1,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """
+    One row per video: `FileName`, the manifest's truth columns, the prediction, `num_clips` and `error`.
+
+    A regression (LVEF) model gives a `prediction` column; a classifier gives its top `label` and that label's
+    averaged probability as `score`. `num_clips` is the number of clips actually averaged (a short video may hold
+    fewer distinct clips than asked for). Failed videos have an empty prediction and the reason in `error`.
+
+    Args:
+        predictor: from [`load_predictor`].
+        videos: from [`collect_videos`].
+        num_clips: clips averaged per video, an integer or `"all"`.
+        batch_size: clips per forward pass.
+        progress: show a progress bar.
+    """
+    num_clips = check_num_clips(num_clips)
+    regression = predictor.model.config.problem_type == "regression"
+    rows = []
+    for video in tqdm(videos, desc="predict", unit="video", disable=not progress):
+        row: dict[str, Any] = {"FileName": video.file_name, **video.truth}
+        try:
+            result = predictor(
+                os.fspath(video.path), num_clips=num_clips, batch_size=batch_size, top_k=1, return_clip_starts=True
+            )
+        except PER_VIDEO_ERRORS as error:
+            message = str(error) if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
+            logger.warning("Skipping %s: %s", video.path, message)
+            row.update({"num_clips": None, "error": message})
+        else:
+            best = result["predictions"][0]
+            if regression:
+                row["prediction"] = best["score"]
+            else:
+                row.update({"label": best["label"], "score": best["score"]})
+            row.update({"num_clips": len(result["clip_starts"]), "error": ""})
+        rows.append(row)
+    prediction_columns = ["prediction"] if regression else ["label", "score"]
+    truth_columns = [column for column in ("Split", "EF", "class") if any(column in row for row in rows)]
+    table = pd.DataFrame(rows, columns=["FileName", *truth_columns, *prediction_columns, "num_clips", "error"])
+    return table.astype({"num_clips": "Int64"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="discovr-predict",
+        description=__doc__.split("\n\n")[0],
+        epilog=(
+            "Output columns: FileName, Split and EF (EchoNet manifests) or class (DISCOVR CSVs), then prediction "
+            "(LVEF models, in %%) or label and score (classifiers), num_clips (clips averaged) and error (empty "
+            "when the video was predicted). Exit status 1 if any video failed."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("model_dir", help="Fine-tuned DISCOVR directory (model and video processor side by side).")
+    parser.add_argument(
+        "inputs", nargs="+", metavar="VIDEO_OR_DIR_OR_MANIFEST",
+        help="Video files (.avi, .mp4), directories of videos, an EchoNet FileList.csv or a DISCOVR CSV manifest.",
+    )
+    parser.add_argument("--output", default="predictions.csv", help="CSV file to write.")
+    parser.add_argument(
+        "--num_clips", default="1",
+        help="Clips averaged per video: 1 (the centred clip), K (evenly spread clips) or 'all' (every clip).",
+    )
+    parser.add_argument("--batch_size", type=int, default=8, help="Clips per forward pass.")
+    parser.add_argument(
+        "--device", default=None, help="Torch device such as 'cuda:0' or 'cpu'; None picks cuda when available."
+    )
+    parser.add_argument(
+        "--video_root", default=None,
+        help="Folder that DISCOVR CSV paths are relative to; None means the CSV's own folder.",
+    )
+    return parser
+
+
+def _parse_num_clips(value: str) -> int | str:
+    return "all" if value == "all" else check_num_clips(int(value) if value.isdigit() else value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`discovr-predict`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        num_clips = _parse_num_clips(args.num_clips)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    videos = collect_videos(args.inputs, args.video_root)
+    predictor = load_predictor(args.model_dir, args.device)
+    table = predict_videos(predictor, videos, num_clips=num_clips, batch_size=args.batch_size)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(output, index=False)
+    failed = int((table["error"] != "").sum())
+    print(f"Wrote {len(table)} predictions to {output} ({failed} failed)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
