@@ -49,7 +49,9 @@ TASKS = ("lvef", "classification")
 MODES = ("linear", "last_k", "full", "lora")
 # Parameters that are newly initialised when an encoder is loaded into the classification model.
 HEAD_PREFIXES = ("classifier.", "fc_norm.")
+POOLINGS = ("mean", "cls")
 TARGET_COLUMN = "target"
+SCALED_TARGET_COLUMN = "scaled_target"
 DEFAULT_FRAME_STRIDE = 3
 NORMAL, ABNORMAL = "Normal", "Abnormal"
 
@@ -75,6 +77,7 @@ class FinetuneConfig:
     max_train_videos: int | None = None
     max_eval_videos: int | None = None
     mode: str = "last_k"
+    pooling: str = "mean"
     k: int = 3
     lora_r: int = 8
     lora_alpha: int = 16
@@ -249,7 +252,7 @@ def _describe_size(config: FinetuneConfig) -> str:
 
 
 def load_classification_model(
-    model_name_or_path: str, num_labels: int, problem_type: str, id2label: dict[int, str]
+    model_name_or_path: str, num_labels: int, problem_type: str, id2label: dict[int, str], pooling: str = "mean"
 ) -> DiscovrForVideoClassification:
     """
     Load a saved encoder (`DiscovrModel`, `DiscovrForPreTraining` or a fine-tuned model) with a new head.
@@ -267,6 +270,7 @@ def load_classification_model(
             problem_type=problem_type,
             id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
+            use_mean_pooling=pooling == "mean",
             ignore_mismatched_sizes=True,
             output_loading_info=True,
         )
@@ -299,7 +303,9 @@ def build_model(
     if sum(source is not None for source in sources) != 1:
         raise ValueError("Give exactly one of --model_name_or_path, --preset or --config")
     if config.model_name_or_path is not None:
-        model = load_classification_model(config.model_name_or_path, num_labels, problem_type, id2label)
+        model = load_classification_model(
+            config.model_name_or_path, num_labels, problem_type, id2label, config.pooling
+        )
     else:
         model_config = load_model_config(
             preset=config.preset,
@@ -308,6 +314,7 @@ def build_model(
             problem_type=problem_type,
             id2label=id2label,
             label2id={name: i for i, name in id2label.items()},
+            use_mean_pooling=config.pooling == "mean",
         )
         model = DiscovrForVideoClassification(model_config)
     return model, model_processor(model.config, config.model_name_or_path, config.frame_stride)
@@ -343,6 +350,37 @@ def initialise_regression_bias(model: DiscovrForVideoClassification, mean: float
     """Start the LVEF head at the training-set mean EF, so early steps learn variation, not the offset."""
     with torch.no_grad():
         model.classifier.bias.fill_(mean)
+
+
+@dataclass(frozen=True)
+class TargetScaling:
+    """Regression targets are trained standardised, `(EF - mean) / std`, and the scaling is folded into the head.
+
+    AdamW moves each weight by about the learning rate per step, so a head reading unit-scale features needs
+    hundreds of steps just to span EF's spread of about 13 points; in standardised units the output scale is 1.
+    Folding `std` and `mean` into the classifier afterwards makes the saved model predict EF in % directly, and
+    the head still starts at the training mean (bias 0 in standardised units).
+    """
+
+    mean: float
+    std: float
+
+    @classmethod
+    def from_targets(cls, targets: np.ndarray) -> TargetScaling:
+        std = float(targets.std())
+        return cls(mean=float(targets.mean()), std=std if std > 0 else 1.0)
+
+    def scale(self, values: list[float]) -> list[float]:
+        return [(value - self.mean) / self.std for value in values]
+
+    def unscale(self, values: np.ndarray) -> np.ndarray:
+        return values * self.std + self.mean
+
+    def fold_into(self, model: DiscovrForVideoClassification) -> None:
+        """Make `model` output EF: classifier(x) * std + mean, as one Linear."""
+        with torch.no_grad():
+            model.classifier.weight.mul_(self.std)
+            model.classifier.bias.mul_(self.std).add_(self.mean)
 
 
 def apply_mode(model: DiscovrForVideoClassification, config: FinetuneConfig) -> torch.nn.Module:
@@ -395,14 +433,14 @@ def _classification_scores(probabilities: np.ndarray, labels: np.ndarray, num_la
     return metrics
 
 
-def make_compute_metrics(problem_type: str, num_labels: int):
-    """`compute_metrics` for Trainer: MAE, RMSE, R², HFrEF AUROC (LVEF) or accuracy, balanced accuracy, F1."""
+def make_compute_metrics(problem_type: str, num_labels: int, scaling: TargetScaling | None = None):
+    """`compute_metrics` for Trainer: MAE, RMSE, R², HFrEF AUROC (LVEF, in EF units) or accuracy, balanced accuracy, F1."""
 
     def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
         logits = np.asarray(prediction.predictions)
         labels = np.asarray(prediction.label_ids)
         if problem_type == "regression":
-            return regression_metrics(logits.reshape(-1), labels.reshape(-1))
+            return regression_metrics(scaling.unscale(logits.reshape(-1)), scaling.unscale(labels.reshape(-1)))
         probabilities = torch.from_numpy(logits).float().softmax(dim=-1).numpy()
         return _classification_scores(probabilities, labels.astype(int), num_labels)
 
@@ -519,6 +557,8 @@ def _check_config(config: FinetuneConfig) -> None:
         raise ValueError(f"--task must be one of {TASKS}, got {config.task!r}")
     if config.mode not in MODES:
         raise ValueError(f"--mode must be one of {MODES}, got {config.mode!r}")
+    if config.pooling not in POOLINGS:
+        raise ValueError(f"--pooling must be one of {POOLINGS}, got {config.pooling!r}")
     if config.preset is not None and config.preset not in PRESETS:
         raise ValueError(f"Unknown --preset {config.preset!r}; choose one of {sorted(PRESETS)}")
     if config.abnormal_below is not None and config.task != "classification":
@@ -544,12 +584,20 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     model, processor = build_model(config, num_labels, problem_type, id2label)
     train_targets = np.asarray(splits["train"][TARGET_COLUMN], dtype=np.float64)
     train_mean = float(train_targets.mean())
+    scaling = None
+    label_column = TARGET_COLUMN
     if problem_type == "regression":
-        initialise_regression_bias(model, train_mean)
+        scaling = TargetScaling.from_targets(train_targets)
+        initialise_regression_bias(model, 0.0)
+        label_column = SCALED_TARGET_COLUMN
+        splits = DatasetDict({
+            split: dataset.add_column(SCALED_TARGET_COLUMN, scaling.scale(dataset[TARGET_COLUMN]))
+            for split, dataset in splits.items()
+        })
     trainable = apply_mode(model, config)
 
-    train_set = splits["train"].with_transform(VideoTransform(processor, label_column=TARGET_COLUMN, training=True))
-    validation_set = splits["validation"].with_transform(VideoTransform(processor, label_column=TARGET_COLUMN))
+    train_set = splits["train"].with_transform(VideoTransform(processor, label_column=label_column, training=True))
+    validation_set = splits["validation"].with_transform(VideoTransform(processor, label_column=label_column))
     checkpoint_dir = output_dir / "checkpoints"
     trainer = Trainer(
         model=trainable,
@@ -557,7 +605,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         train_dataset=train_set,
         eval_dataset=validation_set,
         data_collator=collate_clips,
-        compute_metrics=make_compute_metrics(problem_type, num_labels),
+        compute_metrics=make_compute_metrics(problem_type, num_labels, scaling),
     )
     train_result = trainer.train()
     with open(output_dir / "training_log.jsonl", "w") as handle:
@@ -567,6 +615,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     best = trainer.model
     if config.mode == "lora":
         best = best.merge_and_unload()
+    if scaling is not None:
+        scaling.fold_into(best)
     best.eval()
 
     metrics: dict[str, Any] = {
@@ -663,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--mode", choices=MODES, default="last_k",
                        help="What trains: linear = head only; last_k = last --k blocks + final norm + head; full; "
                             "lora = LoRA on query/value + head, merged into the saved model.")
+    model.add_argument("--pooling", choices=POOLINGS, default="mean",
+                       help="Head input: the mean of the patch tokens with fc_norm (VideoMAE's and EchoNet's global "
+                       "average; default), or the CLS token.")
     model.add_argument("--k", type=int, default=3, help="Blocks trained by --mode last_k.")
     model.add_argument("--lora_r", type=int, default=8, help="LoRA rank (--mode lora).")
     model.add_argument("--lora_alpha", type=int, default=16, help="LoRA scaling alpha (--mode lora).")

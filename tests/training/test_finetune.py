@@ -19,6 +19,7 @@ from discovr.training.finetune import (
     attach_targets,
     build_model,
     finetune,
+    TargetScaling,
     initialise_regression_bias,
     load_classification_model,
     main,
@@ -139,6 +140,24 @@ def test_head_bias_starts_at_the_training_mean(tiny_config_file, tmp_path):
         # Freshly initialised weights are small, so the first predictions sit near the mean.
         assert (model(pixel_values=clip).logits - 57.25).abs().max() < 1.0
     assert processor.frame_stride == 3 and processor.num_frames == 4
+
+
+def test_target_scaling_folds_exactly_into_the_head(tiny_config_file, tmp_path):
+    targets = np.array([30.0, 45.0, 60.0, 75.0])
+    scaling = TargetScaling.from_targets(targets)
+    assert scaling.mean == 52.5 and scaling.std == pytest.approx(targets.std())
+    np.testing.assert_allclose(scaling.unscale(np.array(scaling.scale(list(targets)))), targets)
+
+    config = FinetuneConfig(output_dir=str(tmp_path), data_root=str(tmp_path), config=str(tiny_config_file))
+    model, _ = build_model(config, 1, "regression", {0: "LVEF"})
+    initialise_regression_bias(model, 0.0)  # the training mean, in standardised units
+    clip = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        standardised = model(pixel_values=clip).logits
+        scaling.fold_into(model)
+        folded = model(pixel_values=clip).logits
+    torch.testing.assert_close(folded, standardised * scaling.std + scaling.mean)
+    assert model.classifier.bias.item() == pytest.approx(scaling.mean)  # the head still starts at the mean
 
 
 def test_classification_on_an_ef_threshold(synthetic_echonet, tiny_encoder_dir, tmp_path):
