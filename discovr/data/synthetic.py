@@ -313,10 +313,10 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     parser.add_argument("output_dir", help="folder to write (created if missing)")
-    parser.add_argument("--num-videos", type=int, default=100, help="number of videos (default: 100)")
+    parser.add_argument("--num_videos", type=int, default=100, help="number of videos (default: 100)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same data (default: 0)")
-    parser.add_argument("--min-seconds", type=float, default=2.0, help="shortest video in seconds (default: 2.0)")
-    parser.add_argument("--max-seconds", type=float, default=5.0, help="longest video in seconds (default: 5.0)")
+    parser.add_argument("--min_seconds", type=float, default=2.0, help="shortest video in seconds (default: 2.0)")
+    parser.add_argument("--max_seconds", type=float, default=5.0, help="longest video in seconds (default: 5.0)")
     parser.add_argument(
         "--splits",
         type=float,
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         metavar=("TRAIN", "VAL", "TEST"),
         help="shares of the TRAIN, VAL and TEST splits (default: 0.7 0.15 0.15)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:

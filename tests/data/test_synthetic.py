@@ -117,9 +117,9 @@ def test_console_script_help_and_run(tmp_path, capsys):
         synthetic.main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for option in ("--num-videos", "--seed", "--min-seconds", "--max-seconds", "--splits"):
+    for option in ("--num_videos", "--seed", "--min_seconds", "--max_seconds", "--splits"):
         assert option in help_text
-    synthetic.main([str(tmp_path / "cli"), "--num-videos", "1", "--min-seconds", "2", "--max-seconds", "2", "--no-progress"])
+    synthetic.main([str(tmp_path / "cli"), "--num_videos", "1", "--min_seconds", "2", "--max_seconds", "2", "--no_progress"])
     assert len(pd.read_csv(tmp_path / "cli" / "FileList.csv")) == 1
     with pytest.raises(SystemExit):
-        synthetic.main([str(tmp_path / "bad"), "--num-videos", "0"])
+        synthetic.main([str(tmp_path / "bad"), "--num_videos", "0"])
