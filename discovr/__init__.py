@@ -1,10 +1,17 @@
 """DISCOVR for Transformers: self-supervised echocardiography video models.
 
-Importing the package registers the DISCOVR classes with the Transformers Auto classes, so
-`AutoModel.from_pretrained(local_dir)` and `pipeline("video-classification", model=local_dir)` work.
+Importing the package registers the DISCOVR classes with the Transformers Auto classes and the
+video-classification pipeline, so `AutoModel.from_pretrained(local_dir)` and
+`pipeline("video-classification", model=local_dir)` work.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForVideoClassification,
+    AutoVideoProcessor,
+)
 
 from .configuration_discovr import DiscovrConfig
 from .masking_discovr import DiscovrMaskGenerator
@@ -14,6 +21,8 @@ from .modeling_discovr import (
     DiscovrModel,
     DiscovrPreTrainedModel,
 )
+from .pipeline_discovr import DiscovrVideoClassificationPipeline, register_pipeline
+from .video_processing_discovr import DiscovrVideoProcessor
 
 __version__ = "0.1.0"
 
@@ -21,12 +30,17 @@ AutoConfig.register(DiscovrConfig.model_type, DiscovrConfig)
 AutoModel.register(DiscovrConfig, DiscovrModel)
 AutoModelForPreTraining.register(DiscovrConfig, DiscovrForPreTraining)
 AutoModelForVideoClassification.register(DiscovrConfig, DiscovrForVideoClassification)
+AutoVideoProcessor.register(DiscovrConfig, DiscovrVideoProcessor)
 
 # `auto_map` entries in saved configs let `trust_remote_code=True` load a model without this package.
 DiscovrConfig.register_for_auto_class()
 DiscovrModel.register_for_auto_class("AutoModel")
 DiscovrForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 DiscovrForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+DiscovrVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+
+# DISCOVR models get the processor's strided clips and clip averaging; other video models keep the stock pipeline.
+register_pipeline()
 
 __all__ = [
     "DiscovrConfig",
@@ -35,19 +49,6 @@ __all__ = [
     "DiscovrForPreTraining",
     "DiscovrForVideoClassification",
     "DiscovrMaskGenerator",
+    "DiscovrVideoProcessor",
+    "DiscovrVideoClassificationPipeline",
 ]
-
-# Video processor registration (issue 4).
-from transformers import AutoVideoProcessor  # noqa: E402
-
-from .video_processing_discovr import DiscovrVideoProcessor  # noqa: E402
-
-AutoVideoProcessor.register(DiscovrConfig, DiscovrVideoProcessor)
-DiscovrVideoProcessor.register_for_auto_class("AutoVideoProcessor")
-__all__ += ["DiscovrVideoProcessor"]
-
-# The video-classification pipeline (issue 6): DISCOVR models get the processor's strided clips and clip averaging.
-from .pipeline_discovr import DiscovrVideoClassificationPipeline, register_pipeline  # noqa: E402
-
-register_pipeline()
-__all__ += ["DiscovrVideoClassificationPipeline"]
