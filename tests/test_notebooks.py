@@ -47,7 +47,6 @@ def test_convert_reference_checkpoint_notebook(tmp_path, reference):
     assert (tmp_path / "pretraining" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
 def test_quickstart_notebook(tmp_path):
     notebook = execute("01_quickstart.ipynb", tmp_path)
     text = outputs_text(notebook)
