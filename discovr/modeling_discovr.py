@@ -190,9 +190,9 @@ class DiscovrSelfAttention(nn.Module):
         """Query, key and value of (B, L, D) hidden states, each as (B, H, L, Dh).
 
         When `query`, `key` and `value` are plain `nn.Linear`s, one matmul on their concatenated weights
-        replaces three: same values, but about 30% less time for the projections on CPU at ViT-B size
-        (see docs/benchmarks.md). Wrapped or hooked projections (PEFT LoRA, quantisation, accelerate
-        offload) keep their own forward, so adapters on `query`/`value` work unchanged.
+        replaces three: same values; the projections alone take about 0.72x the time on CPU at ViT-B size, the
+        whole forward at most a few percent less (see docs/benchmarks.md). Wrapped or hooked projections (PEFT
+        LoRA, quantisation, accelerate offload) keep their own forward, so adapters on `query`/`value` work.
         """
         projections = (self.query, self.key, self.value)
         if not all(_is_plain_linear(module) for module in projections):
