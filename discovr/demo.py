@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,11 +39,15 @@ def ensure_data(data_dir: Path, num_videos: int, seed: int) -> Path:
 def run_pretraining(data_dir: Path, output_dir: Path, steps: int, seed: int) -> dict:
     from .training.pretrain import build_parser, pretrain
 
+    batch_size = 8
+    num_train = int((pd.read_csv(data_dir / "FileList.csv")["Split"].str.upper() == "TRAIN").sum())
+    # The schedules span exactly the requested steps, so the warmup and the decay both show in the curves.
+    epochs = math.ceil(steps / max(1, num_train // batch_size))
     args = build_parser().parse_args([
         "--data_root", str(data_dir), "--preset", "tiny", "--output_dir", str(output_dir),
-        # A short run: the schedules span 2 epochs so the warmup and decay are both visible in the curves.
-        "--epochs", "2", "--warmup_epochs", "0.5", "--warmup_teacher_temperature_epochs", "1",
-        "--max_steps", str(steps), "--per_device_batch_size", "8", "--base_lr", "1.5e-2",
+        "--epochs", str(epochs), "--warmup_epochs", str(epochs / 4),
+        "--warmup_teacher_temperature_epochs", str(epochs / 2), "--max_steps", str(steps),
+        "--per_device_batch_size", str(batch_size), "--base_lr", "1.5e-2",
         "--num_workers", "2", "--logging_steps", "1", "--save_steps", str(steps), "--seed", str(seed),
     ])
     return pretrain(args)
@@ -53,7 +58,7 @@ def run_finetuning(data_dir: Path, encoder_dir: Path, output_dir: Path, epochs: 
 
     return finetune(FinetuneConfig(
         output_dir=str(output_dir), data_root=str(data_dir), model_name_or_path=str(encoder_dir), task="lvef",
-        mode="full", num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=3e-4,
+        mode="full", num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=5e-4,
         eval_clips="uniform:4", num_workers=2, logging_steps=5, seed=seed,
     ))
 
@@ -95,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="demo_output", help="Where everything is written.")
     parser.add_argument("--num_videos", type=int, default=120, help="Synthetic videos to generate.")
-    parser.add_argument("--pretrain_steps", type=int, default=20, help="Pretraining optimiser steps.")
-    parser.add_argument("--finetune_epochs", type=float, default=10, help="LVEF fine-tuning epochs.")
+    parser.add_argument("--pretrain_steps", type=int, default=50, help="Pretraining optimiser steps.")
+    parser.add_argument("--finetune_epochs", type=float, default=60, help="LVEF fine-tuning epochs.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the data and of both runs.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
