@@ -53,7 +53,8 @@ class VideoTransform:
         # One video per call, so one corrupt file fails (or is skipped) alone, not with its whole batch.
         for path in batch[self.video_column]:
             try:
-                clip = self.processor(path, do_random_start=self.training, return_tensors="pt")["pixel_values"][0]
+                # A list output skips the processor's one-video batch (a full copy of the clip); collate stacks once.
+                clip = self.processor(path, do_random_start=self.training, return_tensors=None)["pixel_values"][0]
                 error = None
             except VideoDecodeError as decode_error:
                 if not self.skip_corrupt:
