@@ -24,7 +24,7 @@ ffmpeg:
 
 $(STAMP): $(PY) setup.cfg constraints.txt pyproject.toml
 	$(MAKE) ffmpeg
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,13 +33,12 @@ test: install
 	$(PY) -m pytest -q
 
 test-all: install
-	$(PY) -m pytest -q -m "" 
+	$(PY) -m pytest -q -m ""
 
 demo: install
 	$(PY) -m discovr.demo
 
 bench: install
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[bench]"
 	$(PY) -m benchmarks.run_all
 
 clean:
