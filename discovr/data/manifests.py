@@ -182,6 +182,20 @@ def _attach_tracings(frame: pd.DataFrame, stems: pd.Series, traced: dict[str, tu
         )
 
 
+def _checked_file_list(base: Path, columns: list[str], what: str):
+    """Read `base/FileList.csv` and run the checks both EchoNet layouts share: video files under `base/Videos`,
+    duplicate FileNames and EF values. Returns the table, file stems, names, the validator and the EF column."""
+    source = base / "FileList.csv"
+    table = _read_csv(source, columns, what)
+    stems = table["FileName"].map(_stem)
+    check = _Validator(table, source)
+    names = table["FileName"].astype(str)
+    check.check_paths(stems + ".avi", [base / "Videos" / f"{stem}.avi" for stem in stems], names)
+    check.check_duplicates(stems, names)
+    ef = check.check_ef(table["EF"], names)
+    return table, stems, names, check, ef
+
+
 def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True) -> DatasetDict:
     """
     Load an EchoNet-Dynamic folder (`FileList.csv`, `VolumeTracings.csv`, `Videos/`) as train/validation/test.
@@ -198,13 +212,7 @@ def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True) -> Datase
     """
     root = Path(root).resolve()
     source = root / "FileList.csv"
-    table = _read_csv(source, ECHONET_COLUMNS, "EchoNet-Dynamic file list")
-    stems = table["FileName"].map(_stem)
-    check = _Validator(table, source)
-    names = table["FileName"].astype(str)
-    check.check_paths(stems + ".avi", [root / "Videos" / f"{stem}.avi" for stem in stems], names)
-    check.check_duplicates(stems, names)
-    ef = check.check_ef(table["EF"], names)
+    table, stems, names, check, ef = _checked_file_list(root, ECHONET_COLUMNS, "EchoNet-Dynamic file list")
     split = table["Split"].astype(str).str.strip().str.upper()
     check.flag("an unknown Split (expected TRAIN, VAL or TEST)", ~split.isin(list(ECHONET_SPLITS)).to_numpy(), names)
     numeric = {}
@@ -267,13 +275,7 @@ def load_echonet_pediatric(
         raise ValueError(f"test_fold must be in 0-9, got {test_fold}")
     base = Path(root).resolve() / view
     source = base / "FileList.csv"
-    table = _read_csv(source, PEDIATRIC_COLUMNS, "EchoNet-Pediatric file list")
-    stems = table["FileName"].map(_stem)
-    check = _Validator(table, source)
-    names = table["FileName"].astype(str)
-    check.check_paths(stems + ".avi", [base / "Videos" / f"{stem}.avi" for stem in stems], names)
-    check.check_duplicates(stems, names)
-    ef = check.check_ef(table["EF"], names)
+    table, stems, names, check, ef = _checked_file_list(base, PEDIATRIC_COLUMNS, "EchoNet-Pediatric file list")
     fold = pd.to_numeric(table["Split"], errors="coerce")
     check.flag("a Split that is not a fold 0-9", ~fold.isin(range(10)).to_numpy(), names)
     keep = check.resolve(strict)
