@@ -361,7 +361,11 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainingS
     checkpoint = output_dir / "checkpoints" / f"step_{state.global_step}"
     accelerator.save_state(str(checkpoint))
     if accelerator.is_main_process:
-        (checkpoint / "training_state.json").write_text(json.dumps(state.state_dict()))
+        # The state file marks a complete checkpoint (`latest_checkpoint` skips folders without one), so it is
+        # written last and renamed into place: a run killed while writing it leaves no truncated marker.
+        partial_state = checkpoint / "training_state.json.partial"
+        partial_state.write_text(json.dumps(state.state_dict()))
+        os.replace(partial_state, checkpoint / "training_state.json")
         existing = sorted((output_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
         for old in existing[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)

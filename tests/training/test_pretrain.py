@@ -17,7 +17,14 @@ from safetensors.torch import load_file
 from discovr import DiscovrConfig
 from discovr.modeling_discovr import DiscovrForPreTraining
 from discovr.training import pretrain as pretrain_module
-from discovr.training.pretrain import TrainingDivergedError, build_parser, main, parameter_groups, pretrain
+from discovr.training.pretrain import (
+    TrainingDivergedError,
+    build_parser,
+    latest_checkpoint,
+    main,
+    parameter_groups,
+    pretrain,
+)
 from discovr.training.pretrain_data import multi_scale_crop_box
 from discovr.training.schedules import PretrainSchedules
 
@@ -204,7 +211,8 @@ def test_killed_run_resumes_to_the_same_weights(synthetic_echonet, tiny_config_f
     assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "b" / "pretrained").exists()
 
-    latest = max((tmp_path / "b" / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    # The checkpoint the resume will pick: the kill may land while a later one is still being written.
+    latest = latest_checkpoint(tmp_path / "b")
     state = json.loads((latest / "training_state.json").read_text())
     assert state["batches_in_epoch"] > 0, "the kill should land mid-epoch"
     resumed = _run_script(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "b", *common,
