@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import Unpack, VideosKwargs
-from transformers.utils import logging
+from transformers.utils import TensorType, logging
 from transformers.video_processing_utils import BaseVideoProcessor
-from transformers.video_utils import VideoInput, VideoMetadata
+from transformers.video_utils import VideoInput, VideoMetadata, group_videos_by_shape, reorder_videos
 
 
 logger = logging.get_logger(__name__)
@@ -150,11 +150,14 @@ def read_video(
     indices = [int(index) for index in indices]
     # Each frame is decoded once, in order: torchcodec re-seeks for every repeated index (last-frame padding),
     # which made padded clips about 40x slower to decode.
-    unique, positions = np.unique(np.asarray(indices, dtype=np.int64), return_inverse=True)
+    requested = np.asarray(indices, dtype=np.int64)
+    unique, positions = np.unique(requested, return_inverse=True)
     try:
-        frames = decoder.get_frames_at(indices=unique.tolist()).data[torch.from_numpy(positions.reshape(-1))]
+        frames = decoder.get_frames_at(indices=unique.tolist()).data
     except (RuntimeError, IndexError) as error:
         raise VideoDecodeError(f"Cannot decode video '{path}': frames {indices} failed ({error})", path) from None
+    if not np.array_equal(unique, requested):
+        frames = frames[torch.from_numpy(positions.reshape(-1))]
     metadata.frames_indices = indices
     return frames, metadata
 
@@ -255,6 +258,74 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
         batch = super().preprocess(_as_video_list(videos), **kwargs)
         batch["pixel_values"] = batch.pop("pixel_values_videos")
         return batch
+
+    def _preprocess(
+        self,
+        videos: list[torch.Tensor],
+        do_resize: bool,
+        size: SizeDict,
+        resample: PILImageResampling | int | None,
+        do_center_crop: bool,
+        crop_size: SizeDict,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | list[float] | None,
+        image_std: float | list[float] | None,
+        return_tensors: str | TensorType | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Resize, crop, rescale and normalise each group of same-shape videos as one batch, as the base class does.
+
+        When all videos share one shape and tensors are asked for, that processed batch is returned as it is: the
+        base class splits it into videos and stacks them again, a second full copy of the float output.
+        """
+        grouped, index = group_videos_by_shape(videos)
+        processed = {}
+        for shape, stacked in grouped.items():
+            if do_resize:
+                stacked = self.resize(stacked, size=size, resample=resample)
+            if do_center_crop:
+                stacked = self.center_crop(stacked, crop_size)
+            processed[shape] = self.rescale_and_normalize(
+                stacked, do_rescale, rescale_factor, do_normalize, image_mean, image_std
+            )
+        if return_tensors is not None and TensorType(return_tensors) == TensorType.PYTORCH and len(processed) == 1:
+            (batch,) = processed.values()
+            return BatchFeature(data={"pixel_values_videos": batch})
+        return BatchFeature(data={"pixel_values_videos": reorder_videos(processed, index)}, tensor_type=return_tensors)
+
+    def rescale_and_normalize(
+        self,
+        images: torch.Tensor,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: float | list[float],
+        image_std: float | list[float],
+    ) -> torch.Tensor:
+        """
+        The base class's fused rescale and normalisation, on a float copy made in the standard memory layout.
+
+        torchcodec decodes frames channels-last in memory, where a per-channel normalisation runs over rows of
+        three values; in the standard layout it runs over whole planes.
+        """
+        image_mean, image_std, do_rescale = self._fuse_mean_std_and_rescale_factor(
+            do_normalize=do_normalize,
+            image_mean=image_mean,
+            image_std=image_std,
+            do_rescale=do_rescale,
+            rescale_factor=rescale_factor,
+            device=images.device,
+        )
+        if do_normalize:
+            converted = images.to(torch.float32, memory_format=torch.contiguous_format)
+            # In place only on a copy of our own: a float input may be the caller's array.
+            return self.normalize(converted, image_mean, image_std, inplace=converted is not images)
+        if do_rescale:
+            return self.rescale(images, rescale_factor)
+        return images
 
     def sample_frames(
         self,

@@ -106,6 +106,28 @@ def test_defaults_shape_dtype_and_normalisation(ffmpeg_video):
     torch.testing.assert_close(out[0], (frames[:2].float() / 255 - mean) / std, rtol=1e-5, atol=1e-5)
 
 
+def test_batch_is_contiguous_equals_single_videos_and_leaves_float_input_alone():
+    rng = np.random.default_rng(1)
+    # THWC uint8 frames, channels-last in memory as torchcodec decodes them.
+    frames = rng.integers(0, 256, size=(3, 6, 16, 20, 3), dtype=np.uint8)
+    videos = [torch.from_numpy(video).permute(0, 3, 1, 2) for video in frames]
+    processor = DiscovrVideoProcessor(num_frames=4, frame_stride=1, start=0, do_resize=False)
+    batch = processor(videos, return_tensors="pt")["pixel_values"]
+    assert batch.shape == (3, 4, 3, 16, 20) and batch.is_contiguous()
+    for position, video in enumerate(videos):
+        single = processor(video, return_tensors="pt")["pixel_values"][0]
+        torch.testing.assert_close(batch[position], single, rtol=0, atol=0)
+
+    # A float input that needs no conversion must not be normalised in place.
+    float_video = videos[0][:4].float().contiguous()
+    untouched = float_video.clone()
+    out = processor(float_video, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
+    torch.testing.assert_close(float_video, untouched, rtol=0, atol=0)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, (untouched / 255 - mean) / std, rtol=1e-5, atol=1e-5)
+
+
 def test_array_and_pil_inputs_grayscale_and_layouts():
     rng = np.random.default_rng(0)
     gray = rng.integers(0, 256, size=(10, 16, 20), dtype=np.uint8)

@@ -3,7 +3,7 @@
 from .errors import ManifestError, VideoDecodeError
 from .manifests import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 from .synthetic import make_synthetic_echonet
-from .transforms import VideoTransform, collate_videos
+from .transforms import VideoTransform, collate_videos, stack_rows
 
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "VideoDecodeError",
     "VideoTransform",
     "collate_videos",
+    "stack_rows",
     "load_echonet_dynamic",
     "load_echonet_pediatric",
     "load_video_csv",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import torch
 
@@ -16,10 +17,12 @@ class VideoTransform:
     """
     `dataset.with_transform(VideoTransform(processor))`: decode each row's clip when the row is read.
 
-    Rows become `pixel_values` (T, C, H, W) and, with `label_column`, `labels`. The transform is a plain picklable
-    object, so it runs inside `DataLoader` workers. Random starts (`training=True`) use the global torch RNG,
-    which `DataLoader` seeds differently in every worker; a generator held here would be copied into every worker
-    and give them all the same starts.
+    Rows become `pixel_values` (T, C, H, W) and, with `label_column`, `labels`. The rows read together (a
+    DataLoader batch) are decoded one by one and normalised as one batch, so [`collate_videos`] needs no copy.
+
+    The transform is a plain picklable object, so it runs inside `DataLoader` workers. Random starts
+    (`training=True`) use the global torch RNG, which `DataLoader` seeds differently in every worker; a generator
+    held here would be copied into every worker and give them all the same starts.
 
     Args:
         processor: the video processor (clip length, stride, size and normalisation come from it).
@@ -49,25 +52,54 @@ class VideoTransform:
             raise KeyError(f"VideoTransform: column {self.video_column!r} not in the dataset (has {list(batch)})")
         if self.label_column is not None and self.label_column not in batch:
             raise KeyError(f"VideoTransform: label column {self.label_column!r} not in the dataset (has {list(batch)})")
-        clips, errors = [], []
-        # One video per call, so one corrupt file fails (or is skipped) alone, not with its whole batch.
+        sample_indices_fn = partial(self.processor.sample_frames, do_random_start=self.training)
+        decoded, errors = [], []
+        # One video per decode, so one corrupt file fails (or is skipped) alone, not with its whole batch.
         for path in batch[self.video_column]:
             try:
-                # A list output skips the processor's one-video batch (a full copy of the clip); collate stacks once.
-                clip = self.processor(path, do_random_start=self.training, return_tensors=None)["pixel_values"][0]
-                error = None
+                decoded.append(self.processor.fetch_videos(path, sample_indices_fn)[0])
+                errors.append(None)
             except VideoDecodeError as decode_error:
                 if not self.skip_corrupt:
                     raise
-                clip, error = None, str(decode_error)
-            clips.append(clip)
-            errors.append(error)
+                errors.append(str(decode_error))
+        # The clips of the rows (a DataLoader batch reads its rows at once) are processed as one batch tensor, and
+        # every row gets a view of it, which `collate_videos` hands on without copying.
+        clips: list[torch.Tensor | None] = [None] * len(errors)
+        if decoded:
+            pixel_values = self.processor(
+                decoded, do_sample_frames=False, input_data_format="channels_first", return_tensors="pt"
+            )["pixel_values"]
+            decoded_rows = [row for row, error in enumerate(errors) if error is None]
+            for row, clip in zip(decoded_rows, pixel_values):
+                clips[row] = clip
         output = {"pixel_values": clips, "video": list(batch[self.video_column])}
         if self.label_column is not None:
             output["labels"] = list(batch[self.label_column])
         if self.skip_corrupt:
             output["decode_error"] = errors
         return output
+
+
+def stack_rows(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """
+    `torch.stack(tensors)`, without the copy when the tensors are, in order, the rows of one tensor.
+
+    [`VideoTransform`] gives the rows of a DataLoader batch such views of one processed batch; stacking them again
+    would copy the whole float batch once more.
+    """
+    base = tensors[0]._base
+    if base is None or len(base) != len(tensors):
+        return torch.stack(tensors)
+    row_bytes = base.stride(0) * base.element_size()
+    rows_of_base = all(
+        tensor._base is base
+        and tensor.shape == base.shape[1:]
+        and tensor.stride() == base.stride()[1:]
+        and tensor.data_ptr() == base.data_ptr() + position * row_bytes
+        for position, tensor in enumerate(tensors)
+    )
+    return base if rows_of_base else torch.stack(tensors)
 
 
 def collate_videos(rows: list[dict]) -> dict[str, torch.Tensor | list]:
@@ -87,7 +119,7 @@ def collate_videos(rows: list[dict]) -> dict[str, torch.Tensor | list]:
         raise VideoDecodeError(
             "Every video of the batch failed to decode: " + "; ".join(str(row.get("decode_error")) for row in rows)
         )
-    batch: dict[str, torch.Tensor | list] = {"pixel_values": torch.stack([row["pixel_values"] for row in kept])}
+    batch: dict[str, torch.Tensor | list] = {"pixel_values": stack_rows([row["pixel_values"] for row in kept])}
     if "labels" in kept[0]:
         labels = [row["labels"] for row in kept]
         dtype = torch.long if all(isinstance(label, int) for label in labels) else torch.float32
@@ -96,4 +128,4 @@ def collate_videos(rows: list[dict]) -> dict[str, torch.Tensor | list]:
     return batch
 
 
-__all__ = ["VideoTransform", "collate_videos"]
+__all__ = ["VideoTransform", "collate_videos", "stack_rows"]

@@ -117,8 +117,7 @@ def load_video_clips(processor: DiscovrVideoProcessor, video: VideoLike, mode: s
     else:
         raise ValueError(f"A video must be a file path or a frame array, got {type(video).__name__}")
 
-    # A list output skips the processor's one-video batch, a full copy of every decoded frame.
-    pixel_values = processor(decoded, do_sample_frames=False, return_tensors=None)["pixel_values"][0]
+    pixel_values = processor(decoded, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
     position = {frame: i for i, frame in enumerate(frame_ids)}
     clip_index = torch.tensor(
         [[position[i] for i in sample_clip_indices(total, num_frames, frame_stride, start)] for start in starts],

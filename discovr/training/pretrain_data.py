@@ -105,8 +105,7 @@ class PretrainingClips(Dataset):
                 frames.shape[-2], frames.shape[-1], self.processor.size["height"], generator
             )
             frames = frames[..., top : top + crop_h, left : left + crop_w]
-        # A list output skips the processor's one-video batch (a full copy of the clip); the collator stacks once.
-        pixel_values = self.processor(frames, do_sample_frames=False, return_tensors=None)["pixel_values"][0]
+        pixel_values = self.processor(frames, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "sample_seed": int(torch.randint(2**62, (1,), generator=generator))}
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from discovr.data import VideoDecodeError, VideoTransform, collate_videos, load_echonet_dynamic
+from discovr.data import VideoDecodeError, VideoTransform, collate_videos, load_echonet_dynamic, stack_rows
 from discovr.video_processing_discovr import DiscovrVideoProcessor, read_video, sample_clip_indices
 
 
@@ -30,6 +30,36 @@ def test_transform_matches_processor_and_works_with_workers(synthetic_root):
     assert batches[0]["pixel_values"].shape == (2, 8, 3, 32, 32)
     assert batches[0]["labels"].dtype == torch.float32
     torch.testing.assert_close(batches[0]["labels"], torch.tensor(train["ef"][:2], dtype=torch.float32))
+
+
+def test_rows_of_a_batch_are_processed_together_and_collated_without_a_copy(synthetic_root):
+    train = load_echonet_dynamic(synthetic_root)["train"]
+    processor = small_processor()
+    data = train.with_transform(VideoTransform(processor))
+    indices = list(range(min(3, len(train))))
+    # `__getitems__` is what a DataLoader calls to read the rows of one batch.
+    rows = data.__getitems__(indices)
+    batch = collate_videos(rows)
+    assert batch["pixel_values"].data_ptr() == rows[0]["pixel_values"].data_ptr()
+    assert batch["pixel_values"].is_contiguous()
+    for position, index in enumerate(indices):
+        expected = processor(train[index]["video"], return_tensors="pt")["pixel_values"][0]
+        torch.testing.assert_close(batch["pixel_values"][position], expected, rtol=0, atol=0)
+
+
+def test_stack_rows_copies_only_when_the_rows_are_not_one_tensor():
+    base = torch.rand(4, 2, 3)
+    assert stack_rows(list(base)) is base
+    not_one_tensor = {
+        "reversed": list(base)[::-1],
+        "a subset": list(base)[:3],
+        "copies": [row.clone() for row in base],
+        "rows of a transposed view": list(base.transpose(1, 2)),
+    }
+    for name, rows in not_one_tensor.items():
+        stacked = stack_rows(rows)
+        assert stacked is not base, name
+        torch.testing.assert_close(stacked, torch.stack(rows), rtol=0, atol=0, msg=name)
 
 
 def test_training_transform_draws_random_starts(synthetic_root):
@@ -63,7 +93,12 @@ def test_corrupt_video_raises_or_is_skipped_with_a_warning(synthetic_root, tmp_p
     lenient = train.with_transform(VideoTransform(small_processor(), skip_corrupt=True))
     with caplog.at_level(logging.WARNING):
         batch = next(iter(DataLoader(lenient, batch_size=3, collate_fn=collate_videos)))
-    assert batch["pixel_values"].shape[0] == 2 and broken not in batch["video"]
+    assert batch["pixel_values"].shape[0] == 2 and batch["video"] == [train[0]["video"], train[2]["video"]]
+    # The kept rows keep their own clips and labels around the skipped one.
+    for position, index in enumerate((0, 2)):
+        expected = small_processor()(train[index]["video"], return_tensors="pt")["pixel_values"][0]
+        torch.testing.assert_close(batch["pixel_values"][position], expected, rtol=0, atol=0)
+    torch.testing.assert_close(batch["labels"], torch.tensor([train[0]["ef"], train[2]["ef"]], dtype=torch.float32))
     assert "Skipping corrupt video" in caplog.text and broken in caplog.text
     with pytest.raises(VideoDecodeError, match="Every video of the batch"):
         collate_videos([lenient[1]])
