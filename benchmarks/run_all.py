@@ -385,8 +385,8 @@ that. The encoder's GEMMs were timed alone and interleaved on a quiet machine, a
 - fp32: 0.99–1.03× the time;
 - bf16: 0.99–1.10× the time (1.10× for the 768→768 output projection).
 
-The CPU SDPA kernel showed no such penalty (within 1%). In quiet `make bench` runs DISCOVR measured 1–3%
-slower than VideoMAE. The fused q/k/v (about 2% in fp32) offsets only part of the CLS token's cost. Closing
+The CPU SDPA kernel showed no such penalty (within 1%). In quiet `make bench` runs DISCOVR measured 1–4%
+slower than VideoMAE in fp32 (bf16 ranged from 0.99 to 1.05). The fused q/k/v (about 2% in fp32) offsets only part of the CLS token's cost. Closing
 the rest would mean changing the token count: padding to a multiple of 16 adds 1% of work, and dropping
 CLS would no longer be the published model. The gap is as large at the small size (393 against 392 tokens), so the odd-length GEMM penalty is the
 measured and plausible cause, but it has not been isolated inside the full model. **So the ≤ 1.0 target
@@ -417,6 +417,28 @@ Across six development and `make bench` runs on this machine, the paired compile
 At best that is a few percent at this small size, not consistently, and compiling costs 5–40 s up front. At ViT-B the forward is at least 97%
 GEMM and SDPA when the machine is quiet, and inductor calls the same kernels, so there is little left for it
 to fuse. `torch.compile` therefore stays a benchmark flag, and no config option was added to the model.
+
+**Data loading (changed from profiling).** torchcodec decodes a 64-frame clip in about 4–5 ms here. Before
+this change the loader spent nearly as long again after decoding, copying and normalising the float clip
+(64×3×112×112, 9.6 MB). Four changes, with values bit-identical to before:
+- `VideoTransform` still decodes each row alone, so one corrupt file fails or is skipped alone. It then
+  normalises the clips of the rows read together (a DataLoader batch) as one tensor and gives each row a
+  view of it. `collate_videos` (`stack_rows`) hands that tensor on instead of stacking the rows again: one
+  full copy of the float batch fewer (77 MB at batch 8).
+- `DiscovrVideoProcessor` returns the batch it processed when every video has the same shape. The base
+  class splits it into videos and stacks them again.
+- torchcodec returns frames channels-last in memory. The processor now makes its float copy in the standard
+  layout, so the per-channel normalisation runs over whole planes rather than rows of three values. Its
+  output is contiguous.
+- `read_video` no longer re-indexes the decoded frames when no frame repeats.
+
+Before and after, alternating the previous commit and this one, 3 runs of 9 passes each: the speed-up over
+the OpenCV loader was 1.62–2.08× (paired medians 1.64–1.93) before, and 2.22–2.72× (paired 2.25–2.48)
+after. Most of what remains after decoding is the first touch of the freshly allocated float batch (page
+faults on this virtual machine), which the OpenCV loader pays as well. With 2 workers on 2 cores the loader
+stays near 1×: the main process and the workers compete for the cores. When another process is busy, decode
+with one torch thread: torchcodec's per-frame copies run on torch's intra-op threads and stall on a busy
+core, which made decoding 3–4× slower with 2 threads (`docs/data.md`).
 
 **Measurement caveats.** This is a 2-core virtual machine shared with other jobs (load averages are in
 the first table). When they compete for the cores, OpenMP threads get descheduled and single runs can be
