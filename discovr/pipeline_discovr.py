@@ -19,7 +19,7 @@ from transformers.pipelines.base import ChunkPipeline, no_collate_fn
 from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineIterator, PipelinePackIterator
 from transformers.utils import logging
 
-from .training.clips import aggregate_clip_logits, load_video_clips
+from .clips import aggregate_clip_logits, load_video_clips
 
 
 logger = logging.get_logger(__name__)

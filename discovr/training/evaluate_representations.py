@@ -27,7 +27,7 @@ from numpy.typing import ArrayLike
 from ..metrics import binary_auroc, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
-from .clips import check_clip_mode
+from ..clips import check_clip_mode
 from .features import cached_features
 from .finetune import ABNORMAL, DATA_FORMATS, NORMAL, TARGET_COLUMN, attach_targets, load_splits, model_processor
 

@@ -37,7 +37,7 @@ from ..data import VideoTransform, collate_videos, load_echonet_dynamic, load_ec
 from ..metrics import HFREF_THRESHOLD, binary_auroc, bootstrap_ci, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrForVideoClassification
 from ..video_processing_discovr import DiscovrVideoProcessor
-from .clips import VideoPrediction, check_clip_mode, predict_videos
+from ..clips import VideoPrediction, check_clip_mode, predict_videos
 from .model_card import write_model_card
 from .presets import PRESETS, load_model_config
 

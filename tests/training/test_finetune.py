@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel, DiscovrVideoProcessor
 from discovr.data import load_echonet_dynamic
 from discovr.modeling_discovr import DiscovrForPreTraining
-from discovr.training.clips import resolve_clip_starts
+from discovr.clips import resolve_clip_starts
 from discovr.training.finetune import (
     FinetuneConfig,
     attach_targets,

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..video_processing_discovr import (
+from .video_processing_discovr import (
     DiscovrVideoProcessor,
     centered_clip_start,
     clip_starts,

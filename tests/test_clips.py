@@ -8,7 +8,7 @@ import torch
 
 from discovr import DiscovrVideoProcessor
 from discovr.data import load_echonet_dynamic
-from discovr.training.clips import (
+from discovr.clips import (
     aggregate_clip_logits,
     load_video_clips,
     predict_video,
