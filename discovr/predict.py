@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import pipeline
 
-from .data.manifests import _read_video_csv
+from .data.manifests import read_video_csv
 from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline, check_num_clips
 from .video_processing_discovr import VideoDecodeError
 
@@ -69,7 +69,7 @@ def _echonet_entries(path: Path) -> list[VideoEntry]:
 
 def _discovr_csv_entries(path: Path, video_root: Path) -> list[VideoEntry]:
     """Rows of a DISCOVR CSV (a path and a class per row); `.avi` is added to paths without an extension."""
-    paths, classes = _read_video_csv(path)
+    paths, classes = read_video_csv(path)
     entries = []
     for relative, label in zip(paths.fillna(""), classes, strict=True):
         file = relative if Path(relative).suffix else f"{relative}.avi"

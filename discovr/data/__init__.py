@@ -1,7 +1,7 @@
 """Echo data for DISCOVR: manifests to `datasets`, lazy video transforms and a synthetic echo generator."""
 
 from .errors import ManifestError, VideoDecodeError
-from .manifests import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
+from .manifests import load_echonet_dynamic, load_echonet_pediatric, load_video_csv, read_video_csv
 from .synthetic import make_synthetic_echonet
 from .transforms import VideoTransform, collate_videos, stack_rows
 
@@ -11,9 +11,10 @@ __all__ = [
     "VideoDecodeError",
     "VideoTransform",
     "collate_videos",
-    "stack_rows",
     "load_echonet_dynamic",
     "load_echonet_pediatric",
     "load_video_csv",
     "make_synthetic_echonet",
+    "read_video_csv",
+    "stack_rows",
 ]

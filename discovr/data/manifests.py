@@ -307,8 +307,14 @@ def load_echonet_pediatric(
     )
 
 
-def _read_video_csv(path: Path) -> tuple[pd.Series, pd.Series]:
-    """Paths and classes of a DISCOVR manifest: named `Path` and `class` columns, or the first two columns."""
+def read_video_csv(path: str | os.PathLike) -> tuple[pd.Series, pd.Series]:
+    """
+    The rows of a DISCOVR manifest as written: its paths and classes, from `Path` and `class` columns or the first two.
+
+    Nothing is validated beyond the columns: [`load_video_csv`] checks the rows and builds the dataset. Tools that
+    report on every row, such as `discovr-predict`, read the manifest with this instead.
+    """
+    path = Path(path)
     if not path.is_file():
         raise ManifestError(f"Video manifest not found: {path}", [f"missing file {path}"])
     with open(path, encoding="utf-8") as handle:
@@ -358,7 +364,7 @@ def load_video_csv(
     """
     root_path = Path(root).resolve()
     sources = {None: csv_path} if not isinstance(csv_path, Mapping) else dict(csv_path)
-    read = {split: _read_video_csv(Path(path)) for split, path in sources.items()}
+    read = {split: read_video_csv(path) for split, path in sources.items()}
     if class_names is None:
         class_names = sorted({name for _, classes in read.values() for name in classes.dropna()})
     label_feature = ClassLabel(names=list(class_names))
@@ -383,4 +389,4 @@ def load_video_csv(
     return datasets[None] if None in datasets else DatasetDict(datasets)
 
 
-__all__ = ["load_echonet_dynamic", "load_echonet_pediatric", "load_video_csv"]
+__all__ = ["load_echonet_dynamic", "load_echonet_pediatric", "load_video_csv", "read_video_csv"]

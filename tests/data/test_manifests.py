@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from discovr.data import ManifestError, load_echonet_dynamic, load_echonet_pediatric, load_video_csv
+from discovr.data import ManifestError, load_echonet_dynamic, load_echonet_pediatric, load_video_csv, read_video_csv
 
 
 HEADER = "FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split\n"
@@ -173,3 +173,15 @@ def test_video_csv_problems(tmp_path):
     (tmp_path / "named.csv").write_text("Path,label\nok,Normal\n")
     with pytest.raises(ManifestError, match=r"missing columns \['class'\]"):
         load_video_csv(tmp_path / "named.csv", root=tmp_path)
+
+
+def test_read_video_csv_returns_every_row_as_written(tmp_path):
+    # Rows that load_video_csv would reject (missing file, duplicate, unknown class) are all kept here.
+    (tmp_path / "plain.csv").write_text("missing,Normal\nmissing,Weird\n sub/a.avi , Abnormal \n")
+    paths, classes = read_video_csv(tmp_path / "plain.csv")
+    assert list(paths) == ["missing", "missing", "sub/a.avi"] and list(classes) == ["Normal", "Weird", "Abnormal"]
+    (tmp_path / "named.csv").write_text("class,Path\nNormal,n1\n")
+    paths, classes = read_video_csv(str(tmp_path / "named.csv"))
+    assert list(paths) == ["n1"] and list(classes) == ["Normal"]
+    with pytest.raises(ManifestError, match="not found"):
+        read_video_csv(tmp_path / "absent.csv")
