@@ -24,12 +24,13 @@ import torch
 import transformers
 from numpy.typing import ArrayLike
 
+from ..clips import check_clip_mode
 from ..metrics import binary_auroc, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
-from ..clips import check_clip_mode
+from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
 from .features import cached_features
-from .finetune import ABNORMAL, DATA_FORMATS, NORMAL, TARGET_COLUMN, attach_targets, load_splits, model_processor
+from .presets import model_processor
 
 
 logger = logging.getLogger(__name__)
@@ -160,21 +161,12 @@ def linear_probe_regression(
     }
 
 
-@dataclass
-class EvalConfig:
+@dataclass(kw_only=True)
+class EvalConfig(DataSelection):
     """The `discovr-eval` options (see `--help`)."""
 
     model_name_or_path: str
-    data_root: str
     output_dir: str
-    data_format: str = "echonet_dynamic"
-    pediatric_view: str = "A4C"
-    test_fold: int = 0
-    train_manifest: str | None = None
-    validation_manifest: str | None = None
-    test_manifest: str | None = None
-    max_train_videos: int | None = None
-    max_eval_videos: int | None = None
     protocols: tuple[str, ...] = PROTOCOLS
     label_column: str | None = None
     abnormal_below: float | None = None
@@ -229,15 +221,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
-    splits = load_splits(
-        config.data_format,
-        config.data_root,
-        pediatric_view=config.pediatric_view,
-        test_fold=config.test_fold,
-        manifests={"train": config.train_manifest, "validation": config.validation_manifest, "test": config.test_manifest},
-        max_train_videos=config.max_train_videos,
-        max_eval_videos=config.max_eval_videos,
-    )
+    splits = config.load_splits()
     label_column, abnormal_below = _default_labels(config)
     needs_classes = bool({"knn", "anomaly", "linear"} & set(config.protocols))
     id2label: dict[int, str] = {}
@@ -338,16 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name_or_path", required=True,
                         help="Saved encoder: a DiscovrModel, DiscovrForPreTraining or fine-tuned model directory.")
     parser.add_argument("--output_dir", required=True, help="Where representation_metrics.json goes.")
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
-    data.add_argument("--data_format", choices=DATA_FORMATS, default="echonet_dynamic", help="Manifest format.")
-    data.add_argument("--pediatric_view", choices=("A4C", "PSAX"), default="A4C", help="EchoNet-Pediatric view.")
-    data.add_argument("--test_fold", type=int, default=0, help="EchoNet-Pediatric test fold.")
-    for split in ("train", "validation", "test"):
-        data.add_argument(f"--{split}_manifest", default=None, help=f"DISCOVR CSV of the {split} split (--data_format csv).")
-    data.add_argument("--max_train_videos", type=int, default=None, help="Use only the first N training videos.")
-    data.add_argument("--max_eval_videos", type=int, default=None,
-                      help="Use only the first N validation and N test videos.")
+    add_data_arguments(parser)
     labels = parser.add_argument_group("labels")
     labels.add_argument("--label_column", default=None,
                         help="Class column: default 'label' for --data_format csv, else 'ef' (with --abnormal_below).")

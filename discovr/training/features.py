@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..video_processing_discovr import DiscovrVideoProcessor
 from ..clips import check_clip_mode, iter_video_clips, run_on_clips
+from ..video_processing_discovr import DiscovrVideoProcessor
 
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,54 +27,40 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
-from datasets import ClassLabel, Dataset, DatasetDict
+from datasets import DatasetDict
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from .. import plotting
-from ..configuration_discovr import DiscovrConfig
-from ..data import VideoTransform, collate_videos, load_echonet_dynamic, load_echonet_pediatric, load_video_csv
+from ..data import VideoTransform, collate_videos
 from ..metrics import HFREF_THRESHOLD, binary_auroc, bootstrap_ci, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrForVideoClassification
-from ..video_processing_discovr import DiscovrVideoProcessor
 from ..clips import VideoPrediction, check_clip_mode, predict_videos
+from ..video_processing_discovr import DiscovrVideoProcessor
+from .data_selection import TARGET_COLUMN, TASKS, DataSelection, add_data_arguments, attach_targets
 from .model_card import write_model_card
-from .presets import PRESETS, load_model_config
+from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config, model_processor
 
 
 logger = logging.getLogger(__name__)
 
-DATA_FORMATS = ("echonet_dynamic", "echonet_pediatric", "csv")
-TASKS = ("lvef", "classification")
 MODES = ("linear", "last_k", "full", "lora")
 # Parameters that are newly initialised when an encoder is loaded into the classification model.
 HEAD_PREFIXES = ("classifier.", "fc_norm.")
 POOLINGS = ("mean", "cls")
-TARGET_COLUMN = "target"
 SCALED_TARGET_COLUMN = "scaled_target"
-DEFAULT_FRAME_STRIDE = 3
-NORMAL, ABNORMAL = "Normal", "Abnormal"
 
 
-@dataclass
-class FinetuneConfig:
+@dataclass(kw_only=True)
+class FinetuneConfig(DataSelection):
     """Everything a fine-tuning run needs; the fields are the `discovr-finetune` options (see `--help`)."""
 
     output_dir: str
-    data_root: str
     model_name_or_path: str | None = None
     preset: str | None = None
     config: str | None = None
     task: str = "lvef"
     label_column: str | None = None
     abnormal_below: float | None = None
-    data_format: str = "echonet_dynamic"
-    pediatric_view: str = "A4C"
-    test_fold: int = 0
-    train_manifest: str | None = None
-    validation_manifest: str | None = None
-    test_manifest: str | None = None
-    max_train_videos: int | None = None
-    max_eval_videos: int | None = None
     mode: str = "last_k"
     pooling: str = "mean"
     k: int = 3
@@ -111,120 +96,6 @@ class FinetuneResult:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Data
-
-
-def load_splits(
-    data_format: str,
-    data_root: str | os.PathLike,
-    *,
-    pediatric_view: str = "A4C",
-    test_fold: int = 0,
-    manifests: dict[str, str | None] | None = None,
-    max_train_videos: int | None = None,
-    max_eval_videos: int | None = None,
-) -> DatasetDict:
-    """
-    train / validation / test `DatasetDict` from the loaders of `discovr.data`, optionally capped.
-
-    Args:
-        data_format: `echonet_dynamic`, `echonet_pediatric` or `csv`.
-        data_root: the dataset folder (for `csv`, the root of the manifest paths).
-        pediatric_view: EchoNet-Pediatric view.
-        test_fold: EchoNet-Pediatric test fold.
-        manifests: for `csv`, one DISCOVR CSV per split (`train`, `validation`, `test`).
-        max_train_videos: keep only the first N training videos.
-        max_eval_videos: keep only the first N validation and N test videos.
-    """
-    if data_format == "echonet_dynamic":
-        splits = load_echonet_dynamic(data_root)
-    elif data_format == "echonet_pediatric":
-        splits = load_echonet_pediatric(data_root, view=pediatric_view, test_fold=test_fold)
-    elif data_format == "csv":
-        manifests = manifests or {}
-        missing = [f"--{split}_manifest" for split in ("train", "validation", "test") if manifests.get(split) is None]
-        if missing:
-            raise ValueError(f"--data_format csv needs {', '.join(missing)} (one DISCOVR CSV per split)")
-        splits = load_video_csv({split: manifests[split] for split in ("train", "validation", "test")}, data_root)
-    else:
-        raise ValueError(f"--data_format must be one of {DATA_FORMATS}, got {data_format!r}")
-    for split in ("train", "validation", "test"):
-        if split not in splits or len(splits[split]) == 0:
-            raise ValueError(f"The {split} split of {data_root} ({data_format}) is empty")
-    caps = {"train": max_train_videos, "validation": max_eval_videos, "test": max_eval_videos}
-    for split, cap in caps.items():
-        if cap is not None and cap < len(splits[split]):
-            logger.info("Using the first %d of %d %s videos", cap, len(splits[split]), split)
-            splits[split] = splits[split].select(range(cap))
-    return splits
-
-
-def _splits_for(config: FinetuneConfig) -> DatasetDict:
-    return load_splits(
-        config.data_format,
-        config.data_root,
-        pediatric_view=config.pediatric_view,
-        test_fold=config.test_fold,
-        manifests={"train": config.train_manifest, "validation": config.validation_manifest, "test": config.test_manifest},
-        max_train_videos=config.max_train_videos,
-        max_eval_videos=config.max_eval_videos,
-    )
-
-
-def _with_targets(columns: dict[str, tuple[Dataset, list]], convert: Callable[[Any], Any]) -> DatasetDict:
-    """Each split with `convert(value)` of its label column added as the `target` column."""
-    return DatasetDict(
-        {
-            split: dataset.add_column(TARGET_COLUMN, [convert(value) for value in values])
-            for split, (dataset, values) in columns.items()
-        }
-    )
-
-
-def attach_targets(
-    splits: DatasetDict, task: str, label_column: str | None = None, abnormal_below: float | None = None
-) -> tuple[DatasetDict, dict[int, str]]:
-    """
-    Add the training target as column `target` and return the label names (`id2label`).
-
-    `lvef` regresses `ef` (or `label_column`). `classification` uses `label_column`: a `ClassLabel` keeps its
-    names, strings or integers become classes in sorted order (from the training split), and a numeric column
-    with `abnormal_below=T` becomes `Normal` (>= T) / `Abnormal` (< T), e.g. EF < 50.
-    """
-    if task not in TASKS:
-        raise ValueError(f"--task must be one of {TASKS}, got {task!r}")
-    column = label_column or ("ef" if task == "lvef" else None)
-    if column is None:
-        raise ValueError(
-            "--task classification needs --label_column (e.g. 'label' for a DISCOVR CSV, or 'ef' with "
-            "--abnormal_below 50)"
-        )
-    for split, dataset in splits.items():
-        if column not in dataset.column_names:
-            raise ValueError(f"Label column {column!r} is not in the {split} split (columns: {dataset.column_names})")
-    columns = {split: (dataset, list(dataset[column])) for split, dataset in splits.items()}
-    feature = splits["train"].features[column]
-    numeric = getattr(feature, "dtype", None) in ("float16", "float32", "float64", "int8", "int16", "int32", "int64")
-
-    if task == "lvef":
-        if not numeric or isinstance(feature, ClassLabel):
-            raise ValueError(f"--task lvef needs a numeric label column; {column!r} is {feature}")
-        return _with_targets(columns, float), {0: "LVEF"}
-    if abnormal_below is not None:
-        if not numeric or isinstance(feature, ClassLabel):
-            raise ValueError(f"--abnormal_below needs a numeric label column; {column!r} is {feature}")
-        threshold = float(abnormal_below)
-        return _with_targets(columns, lambda value: int(value < threshold)), {0: NORMAL, 1: ABNORMAL}
-    if isinstance(feature, ClassLabel):
-        return _with_targets(columns, int), dict(enumerate(feature.names))
-    if str(feature.dtype).startswith("float"):
-        raise ValueError(f"Label column {column!r} holds floats; classify it with --abnormal_below T, or use --task lvef")
-    classes = sorted(set(splits["train"][column]))
-    index = {name: i for i, name in enumerate(classes)}
-    for split in ("validation", "test"):
-        unseen = sorted(set(splits[split][column]) - index.keys(), key=str)
-        if unseen:
-            raise ValueError(f"The {split} split has classes absent from the training split: {unseen}")
-    return _with_targets(columns, index.__getitem__), {i: str(name) for i, name in enumerate(classes)}
 
 
 def collate_clips(rows: list[dict]) -> dict[str, torch.Tensor]:
@@ -318,32 +189,6 @@ def build_model(
         )
         model = DiscovrForVideoClassification(model_config)
     return model, model_processor(model.config, config.model_name_or_path, config.frame_stride)
-
-
-def model_processor(
-    model_config: DiscovrConfig, model_dir: str | os.PathLike | None = None, frame_stride: int | None = None
-) -> DiscovrVideoProcessor:
-    """
-    The video processor saved in `model_dir`, or a new one whose clip length and size follow `model_config`.
-
-    `frame_stride` overrides the saved stride (default for a new processor: 3, as published). A saved processor
-    whose clip length or size disagrees with the model raises.
-    """
-    size = {"height": model_config.image_size, "width": model_config.image_size}
-    if model_dir is not None and (Path(model_dir) / "video_preprocessor_config.json").is_file():
-        processor = DiscovrVideoProcessor.from_pretrained(model_dir)
-        if frame_stride is not None:
-            processor.frame_stride = frame_stride
-    else:
-        processor = DiscovrVideoProcessor(
-            num_frames=model_config.num_frames, frame_stride=frame_stride or DEFAULT_FRAME_STRIDE, size=size
-        )
-    if processor.num_frames != model_config.num_frames or dict(processor.size) != size:
-        raise ValueError(
-            f"The video processor in {model_dir} makes {processor.num_frames} frames of {dict(processor.size)}, but "
-            f"the model takes {model_config.num_frames} frames of {size}"
-        )
-    return processor
 
 
 def initialise_regression_bias(model: DiscovrForVideoClassification, mean: float) -> None:
@@ -577,7 +422,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     set_seed(config.seed)
 
-    splits = _splits_for(config)
+    splits = config.load_splits()
     splits, id2label = attach_targets(splits, config.task, config.label_column, config.abnormal_below)
     problem_type = "regression" if config.task == "lvef" else "single_label_classification"
     num_labels = 1 if problem_type == "regression" else len(id2label)
@@ -721,14 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--lora_alpha", type=int, default=16, help="LoRA scaling alpha (--mode lora).")
     model.add_argument("--lora_dropout", type=float, default=0.1, help="LoRA dropout (--mode lora).")
 
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
-    data.add_argument("--data_format", choices=DATA_FORMATS, default="echonet_dynamic", help="Manifest format.")
-    data.add_argument("--pediatric_view", choices=("A4C", "PSAX"), default="A4C", help="EchoNet-Pediatric view.")
-    data.add_argument("--test_fold", type=int, default=0,
-                      help="EchoNet-Pediatric test fold (validation is the next fold).")
-    for split in ("train", "validation", "test"):
-        data.add_argument(f"--{split}_manifest", default=None, help=f"DISCOVR CSV of the {split} split (--data_format csv).")
+    data = add_data_arguments(parser)
     data.add_argument("--task", choices=TASKS, default="lvef",
                       help="lvef: regress EF (%%); classification: predict --label_column.")
     data.add_argument("--label_column", default=None,
@@ -741,9 +579,6 @@ def build_parser() -> argparse.ArgumentParser:
                            "Clip length and size always follow the model config.")
     data.add_argument("--eval_clips", default="all",
                       help="Clips averaged per video in the final evaluation: all, uniform:K or center.")
-    data.add_argument("--max_train_videos", type=int, default=None, help="Use only the first N training videos.")
-    data.add_argument("--max_eval_videos", type=int, default=None,
-                      help="Use only the first N validation and N test videos.")
     data.add_argument("--num_workers", type=int, default=2, help="Video-decoding worker processes.")
 
     train = parser.add_argument_group("training")

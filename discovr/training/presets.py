@@ -1,12 +1,14 @@
-"""Named model sizes for pretraining and fine-tuning."""
+"""Named model sizes for pretraining and fine-tuning, and the video processor that matches a model."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from ..configuration_discovr import DiscovrConfig
+from ..video_processing_discovr import DiscovrVideoProcessor
 
 # `tiny` runs the demo and the tests on a laptop CPU; `small` is ViT-S; `base` is the published ViT-B.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -24,6 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "base": {},
 }
+# The published clip stride, for a model saved without a video processor.
+DEFAULT_FRAME_STRIDE = 3
 
 
 def load_model_config(preset: str | None = None, config_file: str | Path | None = None, **overrides) -> DiscovrConfig:
@@ -44,3 +48,29 @@ def load_model_config(preset: str | None = None, config_file: str | Path | None 
             kwargs.pop(key, None)
     kwargs.update(overrides)
     return DiscovrConfig(**kwargs)
+
+
+def model_processor(
+    model_config: DiscovrConfig, model_dir: str | os.PathLike | None = None, frame_stride: int | None = None
+) -> DiscovrVideoProcessor:
+    """
+    The video processor saved in `model_dir`, or a new one whose clip length and size follow `model_config`.
+
+    `frame_stride` overrides the saved stride (default for a new processor: 3, as published). A saved processor
+    whose clip length or size disagrees with the model raises.
+    """
+    size = {"height": model_config.image_size, "width": model_config.image_size}
+    if model_dir is not None and (Path(model_dir) / "video_preprocessor_config.json").is_file():
+        processor = DiscovrVideoProcessor.from_pretrained(model_dir)
+        if frame_stride is not None:
+            processor.frame_stride = frame_stride
+    else:
+        processor = DiscovrVideoProcessor(
+            num_frames=model_config.num_frames, frame_stride=frame_stride or DEFAULT_FRAME_STRIDE, size=size
+        )
+    if processor.num_frames != model_config.num_frames or dict(processor.size) != size:
+        raise ValueError(
+            f"The video processor in {model_dir} makes {processor.num_frames} frames of {dict(processor.size)}, but "
+            f"the model takes {model_config.num_frames} frames of {size}"
+        )
+    return processor

@@ -24,8 +24,9 @@ from tqdm.auto import tqdm
 
 from ..modeling_discovr import DiscovrForPreTraining
 from ..video_processing_discovr import DiscovrVideoProcessor
+from .data_selection import DATA_FORMATS
 from .model_card import write_model_card
-from .pretrain_data import DATA_FORMATS, PretrainingClips, PretrainingCollator, load_pretraining_videos
+from .pretrain_data import PretrainingClips, PretrainingCollator, load_pretraining_videos
 from .presets import PRESETS, load_model_config
 from .schedules import PretrainSchedules
 

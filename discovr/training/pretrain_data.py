@@ -17,12 +17,12 @@ from torch.utils.data import Dataset
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 from ..masking_discovr import DiscovrMaskGenerator
 from ..video_processing_discovr import DiscovrVideoProcessor, read_video
+from .data_selection import DATA_FORMATS
 
 logger = logging.getLogger(__name__)
 
 # The reference's GroupMultiScaleCrop scales; crops return to the model size after cropping.
 MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
-DATA_FORMATS = ("echonet_dynamic", "echonet_pediatric", "csv")
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:

@@ -12,11 +12,11 @@ from safetensors.torch import load_file, save_file
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel, DiscovrVideoProcessor
 from discovr.data import load_echonet_dynamic
-from discovr.modeling_discovr import DiscovrForPreTraining
 from discovr.clips import resolve_clip_starts
+from discovr.modeling_discovr import DiscovrForPreTraining
+from discovr.training.data_selection import attach_targets
 from discovr.training.finetune import (
     FinetuneConfig,
-    attach_targets,
     build_model,
     finetune,
     TargetScaling,
