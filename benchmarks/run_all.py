@@ -449,8 +449,9 @@ its range. Absolute times and GFLOP/s move between runs; paired ratios move much
 
 `tests/training/test_learning_check.py` fine-tunes the `tiny` preset from random weights (`--mode full`) on 150
 synthetic videos and requires a test MAE of at most 70% of the predict-the-training-mean baseline. Measured on
-this 2-core machine: test MAE **6.47** against a baseline of **13.36**, ratio **0.48** (passes). It took 150
-epochs (~2,000 steps) at lr 5e-4, 5.5 minutes. Shorter or hotter runs stay at the mean (ratio 1.00 at ~160
+this 2-core machine: test MAE **5.50** against a baseline of **13.36**, ratio **0.41** (passes; 0.48 in an
+earlier run, before the loader's output became contiguous). It took 150 epochs (~2,000 steps) at lr 5e-4, 5
+minutes. Shorter or hotter runs stay at the mean (ratio 1.00 at ~160
 steps, or with lr >= 1e-3); see `docs/finetuning.md`.
 """
 
