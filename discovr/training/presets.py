@@ -26,8 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "base": {},
 }
-# The published clip stride, for a model saved without a video processor.
-DEFAULT_FRAME_STRIDE = 3
+# The published clip stride (the processor's default), for a model saved without a video processor.
+DEFAULT_FRAME_STRIDE = DiscovrVideoProcessor.frame_stride
 
 
 def load_model_config(preset: str | None = None, config_file: str | Path | None = None, **overrides) -> DiscovrConfig:

@@ -27,7 +27,7 @@ from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
 from .model_card import write_model_card
 from .pretrain_data import PretrainingClips, PretrainingCollator, load_pretraining_videos
-from .presets import PRESETS, load_model_config
+from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config
 from .schedules import PretrainSchedules
 
 logger = logging.getLogger("discovr.pretrain")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--manifest", default=None, help="DISCOVR CSV manifest (for --data_format csv).")
     data.add_argument("--split", default="train", help="Split to pretrain on (echonet formats).")
     data.add_argument("--pediatric_view", default="A4C", choices=("A4C", "PSAX"), help="EchoNet-Pediatric view.")
-    data.add_argument("--frame_stride", type=int, default=3, help="Step between sampled frames.")
+    data.add_argument("--frame_stride", type=int, default=DEFAULT_FRAME_STRIDE, help="Step between sampled frames.")
     data.add_argument("--no_multi_scale_crop", action="store_true", help="Disable the multi-scale crop augmentation.")
     data.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process.")
 
