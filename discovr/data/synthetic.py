@@ -19,20 +19,27 @@ logger = logging.getLogger(__name__)
 FILE_LIST_COLUMNS = ["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"]
 TRACING_COLUMNS = ["FileName", "X1", "Y1", "X2", "Y2", "Frame"]
 GROUND_TRUTH_FILE = "SyntheticGroundTruth.csv"
+PARAMETERS_FILE = "SyntheticParameters.csv"
 
 FRAME_SIZE = 112
 FPS = 50
 NUM_DISCS = 20
-# About 15 cm of depth over 112 pixels, which puts EDV near the adult range (roughly 60-200 mL).
+# About 15 cm of depth over 112 pixels at zoom 1, which puts EDV near the adult range (roughly 60-200 mL).
 CM_PER_PIXEL = 0.14
-APEX = np.array([56.0, 1.0])
+TRANSDUCER_Y = 1.0
 SECTOR_RADIUS = 108.0
-SECTOR_HALF_ANGLE = math.radians(35.0)
+# Per-frame label maps, in CAMUS's convention so segmentation code reads both alike.
+MASKS_DIR = "Masks"
+LABEL_BACKGROUND, LABEL_LV_CAVITY, LABEL_LV_MYOCARDIUM, LABEL_LEFT_ATRIUM = 0, 1, 2, 3
 
 
 @dataclass
 class _Heart:
-    """Geometry and rhythm of one synthetic heart (pixel units, y down)."""
+    """Anatomy and rhythm of one synthetic heart, in anatomy units (pixels at zoom 1) from the transducer, y down.
+
+    EF depends only on the two shortening fractions; the chamber sizes, positions and the other chambers' motion
+    are drawn independently of them, so EF cannot be read from how large or how dark the heart looks.
+    """
 
     lv_apex: np.ndarray
     lv_axis_angle: float
@@ -41,17 +48,55 @@ class _Heart:
     longitudinal_shortening: float
     radial_shortening: float
     wall: float
+    wall_thickening: float
+    rv_scale: float
+    rv_shortening: float
+    atrium_scale: float
+    atrial_filling: float
     period: float
     phase: float
+
+
+@dataclass
+class _Imaging:
+    """Scanner settings and image quality of one video: the nuisance the model must see through."""
+
+    transducer_x: float
+    sector_half_angle: float
+    zoom: float  # depth setting: anatomy pixels per pixel at zoom 1
+    rotation: float  # probe rotation of the anatomy about the transducer (radians)
     gain: float
     tissue: float
+    attenuation: float  # loss of brightness from the near to the far field
+    near_field: float
+    myocardium_contrast: float
+    blood: float
+    speckle_persistence: float  # share of the speckle pattern kept from frame to frame
+    noise: float  # std of the additive electronic noise
+
+    @property
+    def cm_per_pixel(self) -> float:
+        return CM_PER_PIXEL / self.zoom
+
+    def to_image(self, points: np.ndarray) -> np.ndarray:
+        """Anatomy coordinates `(..., 2)` to image pixel coordinates."""
+        cos, sin = math.cos(self.rotation), math.sin(self.rotation)
+        x, y = points[..., 0], points[..., 1]
+        rotated = np.stack([cos * x - sin * y, sin * x + cos * y], axis=-1)
+        return np.array([self.transducer_x, TRANSDUCER_Y]) + self.zoom * rotated
+
+    def to_anatomy(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Image pixel coordinates to anatomy coordinates (the inverse of `to_image`)."""
+        cos, sin = math.cos(self.rotation), math.sin(self.rotation)
+        dx, dy = (x - self.transducer_x) / self.zoom, (y - TRANSDUCER_Y) / self.zoom
+        return cos * dx + sin * dy, -sin * dx + cos * dy
 
 
-def cavity_volume_ml(chord_lengths: np.ndarray, long_axis_length: float) -> float:
+def cavity_volume_ml(chord_lengths: np.ndarray, long_axis_length: float, cm_per_pixel: float = CM_PER_PIXEL) -> float:
     """Method-of-discs LV volume in mL from the chord lengths and long axis of one traced frame (pixels)."""
     disc_height = long_axis_length / len(chord_lengths)
     volume_px = float(np.sum(math.pi * (np.asarray(chord_lengths) / 2.0) ** 2) * disc_height)
-    return volume_px * CM_PER_PIXEL**3
+    return volume_px * cm_per_pixel**3
 
 
 def _draw_heart(rng: np.random.Generator) -> _Heart:
@@ -63,18 +108,38 @@ def _draw_heart(rng: np.random.Generator) -> _Heart:
         radial = float(np.clip(rng.normal(0.36, 0.06), 0.25, 0.5))
     longitudinal = float(np.clip(0.02 + 0.4 * radial + rng.normal(0.0, 0.015), 0.01, 0.3))
     return _Heart(
-        lv_apex=np.array([60.0 + rng.normal(0, 2), 16.0 + rng.normal(0, 2)]),
+        lv_apex=np.array([4.0 + rng.normal(0, 3), 15.0 + rng.normal(0, 3)]),
         lv_axis_angle=math.radians(rng.uniform(-4.0, 14.0)),
-        lv_length=rng.uniform(56.0, 68.0),
-        lv_half_width=rng.uniform(14.0, 18.0),
+        lv_length=rng.uniform(50.0, 70.0),
+        lv_half_width=rng.uniform(12.0, 18.0),
         longitudinal_shortening=longitudinal,
         radial_shortening=radial,
-        wall=rng.uniform(5.0, 7.5),
-        # 30-90 frames per beat at 50 fps is 33-100 bpm; the draw stays inside with the middle near 58 frames.
-        period=rng.uniform(38.0, 80.0),
+        wall=rng.uniform(4.5, 7.5),
+        wall_thickening=rng.uniform(0.3, 0.6),
+        rv_scale=rng.uniform(0.7, 1.3),
+        rv_shortening=rng.uniform(0.1, 0.4),
+        atrium_scale=rng.uniform(0.8, 1.2),
+        atrial_filling=rng.uniform(0.05, 0.3),
+        # 30-60 frames per beat at 50 fps is 50-100 bpm, a resting adult's range.
+        period=rng.uniform(30.0, 60.0),
         phase=rng.uniform(0.0, 1.0),
-        gain=rng.uniform(0.85, 1.15),
-        tissue=rng.uniform(74.0, 90.0),
+    )
+
+
+def _draw_imaging(rng: np.random.Generator) -> _Imaging:
+    return _Imaging(
+        transducer_x=FRAME_SIZE / 2 + rng.uniform(-3.0, 3.0),
+        sector_half_angle=math.radians(rng.uniform(32.0, 38.0)),
+        zoom=rng.uniform(0.9, 1.1),
+        rotation=math.radians(rng.uniform(-8.0, 8.0)),
+        gain=rng.uniform(0.9, 1.1),
+        tissue=rng.uniform(74.0, 85.0),
+        attenuation=rng.uniform(0.4, 0.5),
+        near_field=rng.uniform(35.0, 45.0),
+        myocardium_contrast=rng.uniform(2.0, 2.2),
+        blood=rng.uniform(2.5, 5.5),
+        speckle_persistence=rng.uniform(0.4, 0.7),
+        noise=rng.uniform(0.0, 5.0),
     )
 
 
@@ -106,7 +171,8 @@ def _lv_shape(heart: _Heart, contraction: float) -> tuple[np.ndarray, np.ndarray
 
 
 def _tracing(heart: _Heart, contraction: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """EchoNet tracing of one frame: the long axis row then NUM_DISCS chord rows, the chord lengths, the length."""
+    """EchoNet tracing of one frame in anatomy units: the long axis row then NUM_DISCS chord rows, the chord
+    lengths and the long-axis length."""
     apex, direction, length, half_width = _lv_shape(heart, contraction)
     normal = np.array([direction[1], -direction[0]])
     base = apex + direction * length
@@ -120,7 +186,7 @@ def _tracing(heart: _Heart, contraction: float) -> tuple[np.ndarray, np.ndarray,
 
 
 def _cavity_area(heart: _Heart, contraction: np.ndarray) -> np.ndarray:
-    """Planimetric cavity area in pixels, from the same disc geometry as the tracings."""
+    """Planimetric cavity area in anatomy pixels, from the same disc geometry as the tracings."""
     length = heart.lv_length * (1.0 - heart.longitudinal_shortening * contraction)
     half_width = heart.lv_half_width * (1.0 - heart.radial_shortening * contraction)
     s = (np.arange(NUM_DISCS) + 0.5) / NUM_DISCS
@@ -128,33 +194,33 @@ def _cavity_area(heart: _Heart, contraction: np.ndarray) -> np.ndarray:
 
 
 class _Renderer:
-    """Draws the frames of one heart; the fixed parts of the scene are computed once."""
+    """Draws the frames and label maps of one heart under one imaging setting; fixed parts are computed once."""
 
-    def __init__(self, heart: _Heart, rng: np.random.Generator):
+    def __init__(self, heart: _Heart, imaging: _Imaging, rng: np.random.Generator):
         self.heart = heart
+        self.imaging = imaging
         self.rng = rng
         y, x = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float64)
-        self.x, self.y = x, y
-        dx, dy = x - APEX[0], y - APEX[1]
+        dx, dy = x - imaging.transducer_x, y - TRANSDUCER_Y
         radius = np.hypot(dx, dy)
-        angle = np.arctan2(dx, dy)
-        self.sector = (radius <= SECTOR_RADIUS) & (np.abs(angle) <= SECTOR_HALF_ANGLE)
+        self.sector = (radius <= SECTOR_RADIUS) & (np.abs(np.arctan2(dx, dy)) <= imaging.sector_half_angle)
         # Echo intensity fades with depth and is bright in the near field.
-        depth_gain = 1.15 - 0.45 * (radius / SECTOR_RADIUS)
-        tissue = np.full_like(x, heart.tissue) * depth_gain
-        tissue += 40.0 * np.exp(-(((radius - 6.0) / 6.0) ** 2))
-        self.static_background = tissue
+        depth_gain = 1.15 - imaging.attenuation * (radius / SECTOR_RADIUS)
+        self.static_background = imaging.tissue * depth_gain + imaging.near_field * np.exp(-(((radius - 6.0) / 6.0) ** 2))
         self.static_speckle = self._speckle()
-        # Right ventricle and both atria: dark pools whose outlines do not move with the LV (a simplification).
-        self.right_ventricle = self._ellipse(38.0, 52.0, 11.0, 24.0, math.radians(-18.0))
-        self.left_atrium = self._ellipse(76.0, 96.0, 15.0, 11.0, 0.0)
-        self.right_atrium = self._ellipse(38.0, 93.0, 12.0, 10.0, 0.0)
-        self.atria_walls = (
-            self._ellipse(76.0, 96.0, 19.0, 15.0, 0.0) | self._ellipse(38.0, 93.0, 16.0, 14.0, 0.0)
-        ) & ~(self.left_atrium | self.right_atrium)
+        self.ax, self.ay = imaging.to_anatomy(x, y)
+        # The other chambers sit where the LV does: the right ventricle beside it, the atria below its base.
+        _, direction, _, _ = _lv_shape(heart, 0.0)
+        base = heart.lv_apex + direction * heart.lv_length
+        middle = heart.lv_apex + direction * heart.lv_length / 2
+        septum_side = np.array([-direction[1], direction[0]])
+        offset = heart.lv_half_width + heart.wall + 9.0 * heart.rv_scale
+        self.right_ventricle_centre = middle + septum_side * offset + direction * 5.0
+        self.left_atrium_centre = base + np.array([10.0, 18.0])
+        self.right_atrium_centre = base + np.array([-28.0, 15.0])
 
-    def _ellipse(self, cx: float, cy: float, ax: float, ay: float, angle: float) -> np.ndarray:
-        dx, dy = self.x - cx, self.y - cy
+    def _ellipse(self, centre: np.ndarray, ax: float, ay: float, angle: float) -> np.ndarray:
+        dx, dy = self.ax - centre[0], self.ay - centre[1]
         u = dx * math.cos(angle) + dy * math.sin(angle)
         v = -dx * math.sin(angle) + dy * math.cos(angle)
         return (u / ax) ** 2 + (v / ay) ** 2 <= 1.0
@@ -168,27 +234,65 @@ class _Renderer:
     def _lv_masks(self, contraction: float) -> tuple[np.ndarray, np.ndarray]:
         """Cavity mask and myocardium mask at one contraction level."""
         apex, direction, length, half_width = _lv_shape(self.heart, contraction)
-        dx, dy = self.x - apex[0], self.y - apex[1]
+        dx, dy = self.ax - apex[0], self.ay - apex[1]
         along = (dx * direction[0] + dy * direction[1]) / length
         across = np.abs(dx * direction[1] - dy * direction[0])
         cavity = (along >= 0) & (along <= 1) & (across <= half_width * _profile(along))
         # The wall thickens as the cavity shrinks, as myocardium is incompressible.
-        wall = self.heart.wall * (1.0 + 0.5 * contraction)
+        wall = self.heart.wall * (1.0 + self.heart.wall_thickening * contraction)
         outer_along = (dx * direction[0] + dy * direction[1] + wall) / (length + wall)
         outer = (outer_along >= 0) & (along <= 1) & (across <= (half_width + wall) * _profile(outer_along))
         return cavity, outer & ~cavity
 
-    def frame(self, contraction: float) -> np.ndarray:
+    def _other_chambers(self, contraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Right ventricle, left atrium, right atrium and the atrial walls at one contraction level.
+
+        The right ventricle contracts with the left, by its own fraction; the atria fill while the ventricles
+        contract. Both keep the heart's total dark area from tracking the LV's alone.
+        """
+        heart = self.heart
+        rv = heart.rv_scale * (1.0 - heart.rv_shortening * contraction)
+        atria = heart.atrium_scale * (1.0 + heart.atrial_filling * contraction)
+        right_ventricle = self._ellipse(self.right_ventricle_centre, 11.0 * rv, 24.0 * heart.rv_scale, math.radians(-18.0))
+        left_atrium = self._ellipse(self.left_atrium_centre, 15.0 * atria, 11.0 * atria, 0.0)
+        right_atrium = self._ellipse(self.right_atrium_centre, 12.0 * atria, 10.0 * atria, 0.0)
+        walls = self._ellipse(self.left_atrium_centre, 15.0 * atria + 4, 11.0 * atria + 4, 0.0)
+        walls |= self._ellipse(self.right_atrium_centre, 12.0 * atria + 4, 10.0 * atria + 4, 0.0)
+        return right_ventricle, left_atrium, right_atrium, walls & ~(left_atrium | right_atrium)
+
+    def frame(self, contraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """One grayscale uint8 frame and its label map (`LABEL_*`, 0 outside the sector)."""
+        imaging = self.imaging
         cavity, myocardium = self._lv_masks(contraction)
+        right_ventricle, left_atrium, right_atrium, atrial_walls = self._other_chambers(contraction)
         value = self.static_background.copy()
-        value[myocardium | self.atria_walls] *= 2.1
-        dark = cavity | self.right_ventricle | self.left_atrium | self.right_atrium
-        value[dark] = 4.0
+        value[myocardium | atrial_walls] *= imaging.myocardium_contrast
+        value[cavity | right_ventricle | left_atrium | right_atrium] = imaging.blood
         # Speckle decorrelates slowly: mix a fixed pattern with fresh noise every frame.
-        speckle = 0.55 * self.static_speckle + 0.45 * self._speckle()
-        image = value * speckle * self.heart.gain
+        persistence = imaging.speckle_persistence
+        speckle = persistence * self.static_speckle + (1.0 - persistence) * self._speckle()
+        image = value * speckle * imaging.gain + self.rng.normal(0.0, imaging.noise, value.shape)
         image[~self.sector] = 0.0
-        return np.clip(image, 0, 255).astype(np.uint8)
+
+        labels = np.zeros(value.shape, dtype=np.uint8)
+        labels[left_atrium] = LABEL_LEFT_ATRIUM
+        labels[myocardium] = LABEL_LV_MYOCARDIUM
+        labels[cavity] = LABEL_LV_CAVITY
+        labels[~self.sector] = LABEL_BACKGROUND
+        return np.clip(image, 0, 255).astype(np.uint8), labels
+
+
+def _parameter_row(heart: _Heart, imaging: _Imaging) -> dict[str, float]:
+    """Every drawn parameter of one video, angles in degrees, for analysis of what the data varies."""
+    row = {}
+    for name, value in {**vars(heart), **vars(imaging)}.items():
+        if isinstance(value, np.ndarray):
+            row.update({f"{name}_x": float(value[0]), f"{name}_y": float(value[1])})
+        elif "angle" in name or name == "rotation":
+            row[f"{name}_deg"] = math.degrees(value)
+        else:
+            row[name] = float(value)
+    return row
 
 
 def _write_avi(path: str, frames: np.ndarray) -> None:
@@ -267,30 +371,35 @@ def make_synthetic_echonet(
     counts[0] += num_videos - counts.sum()
     splits = rng.permutation(np.repeat(["TRAIN", "VAL", "TEST"], counts))
 
-    file_rows, tracing_rows, truth_rows = [], [], []
+    file_rows, tracing_rows, truth_rows, parameter_rows = [], [], [], []
+    os.makedirs(os.path.join(os.fspath(root), MASKS_DIR), exist_ok=True)
     for index in tqdm(range(num_videos), desc="synthetic echo", unit="video", disable=not progress):
         video_rng = np.random.default_rng([seed, index])
         heart = _draw_heart(video_rng)
+        imaging = _draw_imaging(video_rng)
         num_frames = int(round(video_rng.uniform(min_seconds, max_seconds) * FPS))
         name = f"0X{seed:04X}{index:06X}"
         contraction = _contraction(heart, np.arange(num_frames))
 
-        renderer = _Renderer(heart, video_rng)
-        frames = np.stack([renderer.frame(level) for level in contraction])
+        renderer = _Renderer(heart, imaging, video_rng)
+        frames, labels = (np.stack(parts) for parts in zip(*(renderer.frame(level) for level in contraction)))
         _write_avi(os.path.join(video_dir, f"{name}.avi"), frames)
+        np.savez_compressed(os.path.join(os.fspath(root), MASKS_DIR, f"{name}.npz"), labels=labels)
 
         ed, es = _traced_frames(heart, num_frames)
         volumes = {}
         for frame in (ed, es):
             rows, widths, length = _tracing(heart, contraction[frame])
-            volumes[frame] = cavity_volume_ml(widths, length)
+            rows = imaging.to_image(rows.reshape(-1, 2, 2)).reshape(-1, 4)
+            volumes[frame] = cavity_volume_ml(imaging.zoom * widths, imaging.zoom * length, imaging.cm_per_pixel)
             tracing_rows += [[f"{name}.avi", *np.round(row, 4), frame] for row in rows]
         edv, esv = volumes[ed], volumes[es]
         file_rows.append(
             [name, 100.0 * (edv - esv) / edv, esv, edv, FRAME_SIZE, FRAME_SIZE, FPS, num_frames, splits[index]]
         )
-        areas = _cavity_area(heart, contraction)
+        areas = _cavity_area(heart, contraction) * imaging.zoom**2
         truth_rows += [[name, t, areas[t], contraction[t]] for t in range(num_frames)]
+        parameter_rows.append({"FileName": name, "CmPerPixel": imaging.cm_per_pixel, **_parameter_row(heart, imaging)})
 
     file_list = pd.DataFrame(file_rows, columns=FILE_LIST_COLUMNS)
     file_list.to_csv(os.path.join(root, "FileList.csv"), index=False)
@@ -298,6 +407,7 @@ def make_synthetic_echonet(
     pd.DataFrame(truth_rows, columns=["FileName", "Frame", "CavityArea", "Contraction"]).to_csv(
         os.path.join(root, GROUND_TRUTH_FILE), index=False
     )
+    pd.DataFrame(parameter_rows).to_csv(os.path.join(root, PARAMETERS_FILE), index=False)
     logger.info("Wrote %d synthetic videos to %s", num_videos, root)
     return file_list
 

@@ -11,11 +11,11 @@ from discovr.data.synthetic import FILE_LIST_COLUMNS, TRACING_COLUMNS, make_synt
 from discovr.video_processing_discovr import read_video
 
 
-def disc_volume(rows):
-    """Method-of-discs volume (mL) of one traced frame: first row long axis, then the chords."""
+def disc_volume(rows, cm_per_pixel=1.0):
+    """Method-of-discs volume of one traced frame (first row long axis, then the chords), in mL at `cm_per_pixel`."""
     length = math.hypot(rows.X2.iloc[0] - rows.X1.iloc[0], rows.Y2.iloc[0] - rows.Y1.iloc[0])
     chords = np.hypot(rows.X2.iloc[1:] - rows.X1.iloc[1:], rows.Y2.iloc[1:] - rows.Y1.iloc[1:]).to_numpy()
-    return float(np.sum(np.pi * (chords / 2) ** 2) * length / len(chords)) * synthetic.CM_PER_PIXEL**3
+    return float(np.sum(np.pi * (chords / 2) ** 2) * length / len(chords)) * cm_per_pixel**3
 
 
 def test_layout_and_videos_decode(synthetic_root, synthetic_gray):
@@ -33,12 +33,13 @@ def test_layout_and_videos_decode(synthetic_root, synthetic_gray):
 
 def test_ef_equals_geometry_of_the_tracings(synthetic_root):
     files = pd.read_csv(synthetic_root / "FileList.csv").set_index("FileName")
+    spacing = pd.read_csv(synthetic_root / synthetic.PARAMETERS_FILE).set_index("FileName").CmPerPixel
     tracings = pd.read_csv(synthetic_root / "VolumeTracings.csv")
     for name, rows in tracings.groupby("FileName"):
         assert name.endswith(".avi")
         frames = [frame for frame, _ in rows.groupby("Frame", sort=False)]
         assert len(frames) == 2 and all(len(r) == 21 for _, r in rows.groupby("Frame"))
-        volumes = sorted(disc_volume(r) for _, r in rows.groupby("Frame"))
+        volumes = sorted(disc_volume(r, spacing[name[:-4]]) for _, r in rows.groupby("Frame"))
         esv, edv = volumes
         row = files.loc[name[:-4]]
         assert row.EDV == pytest.approx(edv, rel=1e-3) and row.ESV == pytest.approx(esv, rel=1e-3)
