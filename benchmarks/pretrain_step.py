@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from benchmarks.common import add_common_args, apply_common_args, machine_info, ratio_summary, time_interleaved
 from discovr import DiscovrConfig, DiscovrForPreTraining
-from discovr.losses_discovr import dino_cross_entropy, sinkhorn
+from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
 
 logger = logging.getLogger("benchmarks.pretrain_step")
 
@@ -107,8 +107,9 @@ def published_control_flow_loss(
     for view in range(masks["local"].shape[1]):
         local = model.discovr(pixel_values, bool_masked_pos=masks["local"][:, view]).last_hidden_state[:, 0]
         video_dino = video_dino + dino_cross_entropy(
-            model.video_student_head(local).unsqueeze(1), video_teacher, model.video_center,
-            config.dino_student_temperature, teacher_temperature,
+            model.video_student_head(local).unsqueeze(1),
+            dino_teacher_targets(video_teacher, teacher_temperature, center=model.video_center),
+            config.dino_student_temperature,
         ) / masks["local"].shape[1]
 
     frames = pixel_values.flatten(0, 1)
@@ -123,7 +124,8 @@ def published_control_flow_loss(
         logits = model.image_student_head(student_cls).view(teacher.shape[0], -1, config.dino_out_dim)
         # The published code keeps only the last chunk's loss, scaled by 256 / chunk size.
         image_dino = dino_cross_entropy(
-            logits, teacher, model.image_center, config.dino_student_temperature, teacher_temperature
+            logits, dino_teacher_targets(teacher, teacher_temperature, center=model.image_center),
+            config.dino_student_temperature,
         ) * (256 / PUBLISHED_IMAGE_CHUNK)
 
     with torch.no_grad():  # the second image-teacher pass, for the SCD targets

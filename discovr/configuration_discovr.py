@@ -53,6 +53,10 @@ class DiscovrConfig(PreTrainedConfig):
         dino_teacher_temperature (`float`, defaults to 0.07): teacher temperature used when the
             training loop does not pass one (the schedule's final value).
         dino_center_momentum (`float`, defaults to 0.9): momentum of the teacher centres.
+        dino_centering (`str`, defaults to `"center"`): how the DINO teachers' outputs are centred: `"center"`
+            subtracts the running centre (DINO, the published method); `"sinkhorn_knopp"` balances them over the
+            batch with Sinkhorn-Knopp at the teacher temperature (DINOv2), and the centres go unused.
+        dino_sinkhorn_iterations (`int`, defaults to 3): Sinkhorn-Knopp rounds of `"sinkhorn_knopp"` centring.
         mask_ratio (`float`, defaults to 0.9): share of patches masked per frame in every video tube mask.
         num_local_views (`int`, defaults to 4): V, masked student views per clip and per frame.
         image_mask_ratio (`float`, defaults to 0.9): share of patches masked in each image-student view.
@@ -103,6 +107,8 @@ class DiscovrConfig(PreTrainedConfig):
         dino_student_temperature: float = 0.1,
         dino_teacher_temperature: float = 0.07,
         dino_center_momentum: float = 0.9,
+        dino_centering: str = "center",
+        dino_sinkhorn_iterations: int = 3,
         mask_ratio: float = 0.9,
         num_local_views: int = 4,
         image_mask_ratio: float = 0.9,
@@ -148,6 +154,8 @@ class DiscovrConfig(PreTrainedConfig):
         self.dino_student_temperature = dino_student_temperature
         self.dino_teacher_temperature = dino_teacher_temperature
         self.dino_center_momentum = dino_center_momentum
+        self.dino_centering = dino_centering
+        self.dino_sinkhorn_iterations = dino_sinkhorn_iterations
         self.mask_ratio = mask_ratio
         self.num_local_views = num_local_views
         self.image_mask_ratio = image_mask_ratio
@@ -176,7 +184,7 @@ class DiscovrConfig(PreTrainedConfig):
             "decoder_num_attention_heads", "decoder_intermediate_size", "num_prototypes",
             "sinkhorn_iterations", "image_hidden_size", "image_num_hidden_layers",
             "image_num_attention_heads", "image_intermediate_size", "dino_hidden_size",
-            "dino_bottleneck_size", "dino_out_dim", "num_local_views",
+            "dino_bottleneck_size", "dino_out_dim", "num_local_views", "dino_sinkhorn_iterations",
         )
         for name in positive:
             value = getattr(self, name)
@@ -206,6 +214,8 @@ class DiscovrConfig(PreTrainedConfig):
         for name in ("sinkhorn_epsilon", "scd_temperature", "dino_student_temperature", "dino_teacher_temperature"):
             if getattr(self, name) <= 0:
                 problems.append(f"`{name}` must be positive, got {getattr(self, name)}")
+        if self.dino_centering not in ("center", "sinkhorn_knopp"):
+            problems.append(f"`dino_centering` must be 'center' or 'sinkhorn_knopp', got {self.dino_centering!r}")
         if not 0.0 <= self.dino_center_momentum <= 1.0:
             problems.append(f"`dino_center_momentum` must lie in [0, 1], got {self.dino_center_momentum}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):

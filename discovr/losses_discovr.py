@@ -46,20 +46,36 @@ def sinkhorn(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Ten
     return q.t()
 
 
-def dino_cross_entropy(
-    student_logits: torch.Tensor,
+@torch.no_grad()
+def dino_teacher_targets(
     teacher_logits: torch.Tensor,
-    center: torch.Tensor,
-    student_temperature: float,
-    teacher_temperature: float,
+    temperature: float,
+    center: torch.Tensor | None = None,
+    sinkhorn_iterations: int | None = None,
 ) -> torch.Tensor:
-    """Mean over samples and views of H(softmax((teacher - center) / t_T), softmax(student / t_S)).
+    """The DINO teacher's target distributions `(M, out)`, computed in float32.
 
-    `student_logits` is `(M, V, out)` (V masked views of each sample), `teacher_logits` is `(M, out)`.
+    With `center`: DINO's centring, softmax((teacher - center) / temperature). With `sinkhorn_iterations`:
+    DINOv2's Sinkhorn-Knopp centring, which balances the targets over the global batch so that they cannot all be
+    the same distribution (see `docs/pretraining.md`). Give exactly one of the two.
     """
-    teacher = F.softmax((teacher_logits.float() - center) / teacher_temperature, dim=-1).detach()
+    if (center is None) == (sinkhorn_iterations is None):
+        raise ValueError("Give exactly one of `center` (DINO centring) or `sinkhorn_iterations` (Sinkhorn-Knopp)")
+    if center is not None:
+        return F.softmax((teacher_logits.float() - center) / temperature, dim=-1)
+    return sinkhorn(teacher_logits, temperature, sinkhorn_iterations)
+
+
+def dino_cross_entropy(
+    student_logits: torch.Tensor, teacher_targets: torch.Tensor, student_temperature: float
+) -> torch.Tensor:
+    """Mean over samples and views of H(teacher_targets, softmax(student / t_S)).
+
+    `student_logits` is `(M, V, out)` (V masked views of each sample), `teacher_targets` is `(M, out)`
+    (see `dino_teacher_targets`).
+    """
     student = F.log_softmax(student_logits.float() / student_temperature, dim=-1)
-    return -(teacher.unsqueeze(1) * student).sum(dim=-1).mean()
+    return -(teacher_targets.detach().unsqueeze(1) * student).sum(dim=-1).mean()
 
 
 @torch.no_grad()
@@ -70,4 +86,4 @@ def update_center(center: torch.Tensor, batch_mean: torch.Tensor, momentum: floa
     center.mul_(momentum).add_(batch_mean.reshape(center.shape).to(center.dtype), alpha=1 - momentum)
 
 
-__all__ = ["sinkhorn", "dino_cross_entropy", "update_center", "all_reduce"]
+__all__ = ["sinkhorn", "dino_cross_entropy", "dino_teacher_targets", "update_center", "all_reduce"]

@@ -15,7 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
 from .configuration_discovr import DiscovrConfig
-from .losses_discovr import dino_cross_entropy, sinkhorn, update_center
+from .losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn, update_center
 from .masking_discovr import DiscovrMaskGenerator
 
 logger = logging.get_logger(__name__)
@@ -638,6 +638,10 @@ class DiscovrForPreTrainingOutput(ModelOutput):
     teacher_assignments: torch.LongTensor | None = None
     video_teacher_mean: torch.FloatTensor | None = None
     image_teacher_mean: torch.FloatTensor | None = None
+    video_teacher_probs: torch.FloatTensor | None = None
+    image_teacher_probs: torch.FloatTensor | None = None
+    video_student_cls: torch.FloatTensor | None = None
+    video_teacher_cls: torch.FloatTensor | None = None
 
 
 class DiscovrForPreTraining(DiscovrPreTrainedModel):
@@ -790,6 +794,12 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         hidden_states = hidden_states.scatter(1, positions.unsqueeze(-1).expand(-1, -1, width), projected)
         return self.decoder(hidden_states)
 
+    def dino_teacher_targets(self, logits: torch.Tensor, center: torch.Tensor, temperature: float) -> torch.Tensor:
+        """A DINO teacher's targets under `config.dino_centering`: the running `center`, or Sinkhorn-Knopp."""
+        if self.config.dino_centering == "sinkhorn_knopp":
+            return dino_teacher_targets(logits, temperature, sinkhorn_iterations=self.config.dino_sinkhorn_iterations)
+        return dino_teacher_targets(logits, temperature, center=center)
+
     def prototype_scores(self, features: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of every feature `(..., D)` with every prototype: `(..., K)`."""
         prototypes = nn.functional.normalize(self.prototypes, dim=-1)
@@ -852,9 +862,8 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
 
         # Teachers see everything, once; the image teacher's patch tokens also give the SCD targets.
         with torch.no_grad():
-            video_teacher_logits = self.video_teacher_head(
-                self.video_teacher(pixel_values, return_dict=True).last_hidden_state[:, 0]
-            )
+            video_teacher_cls = self.video_teacher(pixel_values, return_dict=True).last_hidden_state[:, 0]
+            video_teacher_logits = self.video_teacher_head(video_teacher_cls)
             image_teacher = self.image_teacher(frames)
             image_teacher_logits = self.image_teacher_head(image_teacher[:, 0])
             teacher_scores = self.prototype_scores(self.scd_targets(image_teacher[:, 1:], batch_size)).float()
@@ -869,13 +878,11 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
                 teacher_scores.flatten(0, 1) / config.scd_temperature, video_codes
             )
 
-        dino_temperatures = (config.dino_student_temperature, teacher_temperature)
-        video_dino_loss = dino_cross_entropy(
-            video_student_logits, video_teacher_logits, self.video_center, *dino_temperatures
-        )
-        image_dino_loss = dino_cross_entropy(
-            image_student_logits, image_teacher_logits, self.image_center, *dino_temperatures
-        )
+        video_teacher_probs = self.dino_teacher_targets(video_teacher_logits, self.video_center, teacher_temperature)
+        image_teacher_probs = self.dino_teacher_targets(image_teacher_logits, self.image_center, teacher_temperature)
+        student_temperature = config.dino_student_temperature
+        video_dino_loss = dino_cross_entropy(video_student_logits, video_teacher_probs, student_temperature)
+        image_dino_loss = dino_cross_entropy(image_student_logits, image_teacher_probs, student_temperature)
         loss = (
             config.scd_loss_weight * scd_loss
             + config.video_dino_loss_weight * video_dino_loss
@@ -893,6 +900,10 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
             teacher_assignments=teacher_scores.argmax(dim=-1),
             video_teacher_mean=video_teacher_logits.float().mean(dim=0),
             image_teacher_mean=image_teacher_logits.float().mean(dim=0),
+            video_teacher_probs=video_teacher_probs,
+            image_teacher_probs=image_teacher_probs,
+            video_student_cls=student[:, 0, 0],
+            video_teacher_cls=video_teacher_cls,
         )
         return output if return_dict else output.to_tuple()
 

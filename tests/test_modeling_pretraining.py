@@ -13,7 +13,7 @@ from transformers import AutoModelForPreTraining
 
 from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMaskGenerator
 from discovr.convert_discovr_original_to_hf import convert_checkpoint, summarize
-from discovr.losses_discovr import dino_cross_entropy, sinkhorn
+from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
 from discovr.modeling_discovr import encode_views, standardize_tokens, visible_positions
 
 ATOL = 1e-5
@@ -199,13 +199,13 @@ def test_forward_losses_match_reference_tensors(reference, converted):
     assert torch.equal(output.teacher_assignments, scores.argmax(-1))
     torch.testing.assert_close(output.scd_loss, F.cross_entropy(logits.flatten(0, 1), codes), atol=1e-5, rtol=0)
 
-    temperatures = (config.dino_student_temperature, 0.05)
+    video_targets = dino_teacher_targets(expected["video_teacher_head"], 0.05, center=model.video_center)
+    image_targets = dino_teacher_targets(expected["image_teacher_head"], 0.05, center=model.image_center)
     video_dino = dino_cross_entropy(
-        expected["video_student_head"].unsqueeze(1).repeat(1, views, 1), expected["video_teacher_head"],
-        model.video_center, *temperatures,
+        expected["video_student_head"].unsqueeze(1).repeat(1, views, 1), video_targets, config.dino_student_temperature
     )
     image_dino = dino_cross_entropy(
-        expected["image_student_head"].unsqueeze(1), expected["image_teacher_head"], model.image_center, *temperatures
+        expected["image_student_head"].unsqueeze(1), image_targets, config.dino_student_temperature
     )
     torch.testing.assert_close(output.video_dino_loss, video_dino, atol=1e-5, rtol=0)
     torch.testing.assert_close(output.image_dino_loss, image_dino, atol=1e-5, rtol=0)

@@ -26,7 +26,8 @@ from ..modeling_discovr import DiscovrForPreTraining
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
 from .model_card import write_model_card
-from .pretrain_data import PretrainingClips, PretrainingCollator, load_pretraining_videos
+from .health import CollapseMonitor, encoder_rankme, step_health
+from .pretrain_data import PretrainingClips, PretrainingCollator, load_health_clips, load_pretraining_videos
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config
 from .schedules import PretrainSchedules
 
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--weight_decay_end", type=float, default=None, help="Final weight decay (default: constant).")
     optim.add_argument("--max_grad_norm", type=float, default=None, help="Clip gradients to this norm.")
     optim.add_argument("--momentum_teacher", type=float, default=0.996, help="Start of the teacher EMA cosine schedule.")
+    optim.add_argument("--momentum_teacher_end", type=float, default=1.0, help="End of the teacher EMA cosine schedule.")
     optim.add_argument("--warmup_teacher_temperature", type=float, default=0.04)
     optim.add_argument("--teacher_temperature", type=float, default=0.07)
     optim.add_argument("--warmup_teacher_temperature_epochs", type=float, default=30)
@@ -169,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--save_total_limit", type=int, default=3, help="Checkpoints kept (oldest removed).")
     run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
     run.add_argument("--logging_steps", type=int, default=10)
+    run.add_argument("--health_clips", type=int, default=64,
+                     help="Fixed held-out clips (the validation split when the data has one) whose teacher CLS "
+                     "embeddings give the RankMe health metric at every logging step; 0 turns it off.")
     return parser
 
 
@@ -230,6 +235,20 @@ def pretrain(args: argparse.Namespace) -> dict:
             f"discovr-pretrain: {len(videos)} videos give no full batch of {args.per_device_batch_size} per process"
         )
 
+    health_pixels = None
+    if accelerator.is_main_process and args.health_clips > 0:
+        health_videos, source = videos, "training"
+        if args.data_format != "csv":
+            try:
+                health_videos = load_pretraining_videos(
+                    args.data_format, args.data_root, None, "validation", args.pediatric_view
+                )
+                source = "validation"
+            except (KeyError, ValueError):
+                pass
+        health_pixels = load_health_clips(processor, health_videos, args.health_clips)
+        logger.info("Health metrics embed %d fixed %s clips", health_pixels.shape[0], source)
+
     global_batch = args.per_device_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     optimizer = torch.optim.AdamW(
         parameter_groups(model), lr=args.base_lr, betas=(0.9, 0.95), weight_decay=args.weight_decay
@@ -241,7 +260,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         steps_per_epoch=steps_per_epoch, epochs=args.epochs, lr=args.base_lr * global_batch / 256,
         min_lr=args.min_lr, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
         weight_decay_end=args.weight_decay if args.weight_decay_end is None else args.weight_decay_end,
-        momentum_teacher=args.momentum_teacher, warmup_teacher_temperature=args.warmup_teacher_temperature,
+        momentum_teacher=args.momentum_teacher, momentum_teacher_end=args.momentum_teacher_end, warmup_teacher_temperature=args.warmup_teacher_temperature,
         teacher_temperature=args.teacher_temperature,
         warmup_teacher_temperature_epochs=args.warmup_teacher_temperature_epochs,
     )
@@ -272,6 +291,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         total_steps,
     )
 
+    monitor = CollapseMonitor(config.dino_out_dim, warmup_steps=schedules.warmup_steps)
     progress = tqdm(total=total_steps, initial=state.global_step, desc="pretrain", unit="step",
                     disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     last_losses: dict[str, float] = {}
@@ -290,6 +310,8 @@ def pretrain(args: argparse.Namespace) -> dict:
                     teacher_temperature=step_values["teacher_temperature"],
                 )
                 _check_finite(outputs, state.global_step)
+                if accelerator.sync_gradients and is_logging_step(state.global_step + 1, args.logging_steps, total_steps):
+                    health = step_health(outputs, config.num_prototypes)
                 accelerator.backward(outputs.loss)
                 center_sums.append(torch.stack((outputs.video_teacher_mean, outputs.image_teacher_mean)).detach())
                 if accelerator.sync_gradients:
@@ -314,15 +336,22 @@ def pretrain(args: argparse.Namespace) -> dict:
             state.global_step += 1
             progress.update(1)
 
-            if state.global_step % args.logging_steps == 0 or state.global_step == total_steps:
+            if is_logging_step(state.global_step, args.logging_steps, total_steps):
                 last_losses = loss_terms(outputs)
+                if health_pixels is not None:
+                    health["video_teacher_rankme"] = encoder_rankme(unwrapped.video_teacher, health_pixels)
                 clips_per_second = window_clips / max(time.perf_counter() - window_start, 1e-9)
-                record = {"step": state.global_step, "epoch": state.epoch, **last_losses, **step_values,
+                record = {"step": state.global_step, "epoch": state.epoch, **last_losses, **health, **step_values,
                           "clips_per_second": clips_per_second}
                 accelerator.log(record, step=state.global_step)
                 jsonl.log(record)
-                progress.set_postfix(loss=f"{last_losses['loss']:.4f}", lr=f"{step_values['lr']:.2e}",
-                                     clips_s=f"{clips_per_second:.1f}")
+                monitor.update(state.global_step, {
+                    "video": last_losses["loss_video_dino"], "image": last_losses["loss_image_dino"],
+                })
+                progress.set_postfix(loss=f"{last_losses['loss']:.3f}", lr=f"{step_values['lr']:.1e}",
+                                     H_v=f"{health['video_teacher_entropy']:.2f}",
+                                     H_i=f"{health['image_teacher_entropy']:.2f}",
+                                     codes=health["scd_codes_used"], clips_s=f"{clips_per_second:.1f}")
                 window_start, window_clips = time.perf_counter(), 0
             if state.global_step % args.save_steps == 0 and state.global_step < total_steps:
                 save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
@@ -339,6 +368,11 @@ def pretrain(args: argparse.Namespace) -> dict:
         paths = export(unwrapped, processor, output_dir, args, len(videos), state, last_losses)
     accelerator.end_training()
     return {"global_step": state.global_step, "epoch": state.epoch, "losses": last_losses, **paths}
+
+
+def is_logging_step(step: int, logging_steps: int, total_steps: int) -> bool:
+    """Whether optimiser step `step` (counted from 1) is logged."""
+    return step % logging_steps == 0 or step == total_steps
 
 
 def loss_terms(outputs) -> dict[str, float]:

@@ -51,6 +51,16 @@ def load_pretraining_videos(
     return videos
 
 
+def load_health_clips(
+    processor: DiscovrVideoProcessor, videos: Sequence[str], count: int
+) -> torch.Tensor:
+    """The centred clips `(n, T, C, H, W)` of the first `count` of `videos`: the fixed batch the health metrics
+    embed at every logging step."""
+    from ..clips import load_video_clips
+
+    return torch.stack([load_video_clips(processor, video, "center").clips()[0] for video in list(videos)[:count]])
+
+
 def multi_scale_crop_box(
     height: int, width: int, output_size: int, generator: torch.Generator, scales: Sequence[float] = MULTI_SCALE_CROP_SCALES
 ) -> tuple[int, int, int, int]:
@@ -126,6 +136,7 @@ __all__ = [
     "MULTI_SCALE_CROP_SCALES",
     "PretrainingClips",
     "PretrainingCollator",
+    "load_health_clips",
     "load_pretraining_videos",
     "multi_scale_crop_box",
     "sample_generator",

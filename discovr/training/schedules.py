@@ -54,11 +54,16 @@ class PretrainSchedules:
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.epochs
 
+    @property
+    def warmup_steps(self) -> int:
+        """Optimiser steps of the learning-rate warm-up."""
+        return self._steps(self.warmup_epochs)
+
     def _steps(self, epochs: float) -> int:
         return min(self.total_steps, int(round(epochs * self.steps_per_epoch)))
 
     def learning_rate(self, step: int) -> float:
-        return warmup_cosine(step, self.total_steps, self._steps(self.warmup_epochs), self.lr, self.min_lr)
+        return warmup_cosine(step, self.total_steps, self.warmup_steps, self.lr, self.min_lr)
 
     def weight_decay_at(self, step: int) -> float:
         return warmup_cosine(step, self.total_steps, 0, self.weight_decay, self.weight_decay_end)
