@@ -8,10 +8,11 @@ import math
 import os
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from .avi import write_avi
 
 
 logger = logging.getLogger(__name__)
@@ -191,22 +192,6 @@ class _Renderer:
         return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _write_avi(path: str, frames: np.ndarray) -> None:
-    """Write grayscale frames (T, H, W) as an MJPEG AVI at FPS frames per second."""
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("mjpeg", rate=FPS)
-        stream.width = FRAME_SIZE
-        stream.height = FRAME_SIZE
-        stream.pix_fmt = "yuvj420p"
-        stream.options = {"qscale": "3"}
-        for frame in frames:
-            rgb = np.repeat(frame[:, :, None], 3, axis=2)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _traced_frames(heart: _Heart, num_frames: int) -> tuple[int, int]:
     """An end-diastolic frame and the end-systolic frame of the same beat (the one after it)."""
     frames = np.arange(num_frames)
@@ -277,7 +262,7 @@ def make_synthetic_echonet(
 
         renderer = _Renderer(heart, video_rng)
         frames = np.stack([renderer.frame(level) for level in contraction])
-        _write_avi(os.path.join(video_dir, f"{name}.avi"), frames)
+        write_avi(os.path.join(video_dir, f"{name}.avi"), frames, FPS)
 
         ed, es = _traced_frames(heart, num_frames)
         volumes = {}
