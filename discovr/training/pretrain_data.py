@@ -36,7 +36,8 @@ def load_pretraining_videos(
 ) -> list[str]:
     """Absolute video paths of one split of an EchoNet-Dynamic, EchoNet-Pediatric or DISCOVR CSV dataset."""
     if data_format == "echonet_dynamic":
-        dataset = load_echonet_dynamic(data_root)[split]
+        # Pretraining needs no label, so an unlabelled folder (such as discovr-prepare's without --labels) works.
+        dataset = load_echonet_dynamic(data_root, require_ef=False)[split]
     elif data_format == "echonet_pediatric":
         dataset = load_echonet_pediatric(data_root, view=pediatric_view)[split]
     elif data_format == "csv":
