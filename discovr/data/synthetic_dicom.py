@@ -61,11 +61,12 @@ def render_echo_scene(
     height: int = 288,
     width: int = 320,
     scale: int = 2,
-    text: str = "DISCOVR 1.0  A4C",
+    text: str = "A4C\nGen\n16cm",
     ecg: bool = True,
 ) -> EchoScene:
     """
-    Render a scanner screen: a synthetic echo sector (enlarged `scale` times), text in two corners and an ECG trace.
+    Render a scanner screen: a synthetic echo sector (enlarged `scale` times), text lines (`text`, one per line) on
+    both sides of it and an ECG trace.
 
     The sector sits at the top centre; the text is drawn top-left and top-right, the ECG trace in a band below the
     sector, as on a scanner screen (at the bottom, well apart from the sector). Nothing but the sector changes over
@@ -86,9 +87,13 @@ def render_echo_scene(
 
     canvas = Image.new("L", (width, height))
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 4), text, fill=255)
+    # Left and right of the sector's box, as scanners place their annotations.
+    for line, row in zip(text.splitlines(), range(4, 4 + 16 * 8, 16)):
+        draw.text((2, row), line, fill=255)
     draw.text((width - 40, 40), "MI 0.9", fill=230)
     draw.text((width - 40, 56), "TIS 0.7", fill=230)
+    if (np.asarray(canvas)[:, left : left + side] > 0).any():
+        raise ValueError(f"text lines must fit in the {left}-pixel margin left of the sector: {text!r}")
     text_mask = np.asarray(canvas) > 0
     frames[:, text_mask] = np.asarray(canvas)[text_mask]
 
