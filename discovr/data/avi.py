@@ -9,8 +9,10 @@ import av
 import numpy as np
 
 
-# FFmpeg's MJPEG quality scale, 2 (best) to 31; 3 keeps speckle detail at about a third of the size of 2.
+# FFmpeg's MJPEG quality scale, 2 (best) to 31, as `ffmpeg -q:v`.
 MJPEG_QSCALE = 3
+# FFmpeg's FF_QP2LAMBDA: a quality scale value in the unit of `global_quality`.
+_QP2LAMBDA = 118
 
 
 def frame_rate_fraction(fps: float | int | Fraction) -> Fraction:
@@ -26,13 +28,24 @@ def frame_rate_fraction(fps: float | int | Fraction) -> Fraction:
     return rate
 
 
-def write_avi(path: str | os.PathLike, frames: np.ndarray, fps: float | int | Fraction) -> None:
+def write_avi(
+    path: str | os.PathLike, frames: np.ndarray, fps: float | int | Fraction, quality: int | None = MJPEG_QSCALE
+) -> None:
     """
     Write uint8 frames, grayscale (T, H, W) or RGB (T, H, W, 3), as an MJPEG AVI.
 
     The container carries only what FFmpeg writes by default (its encoder tag): no title or other metadata.
     H and W must be even (4:2:0 chroma). The format is set explicitly, so `path` may have any extension (such as
     a temporary name).
+
+    Args:
+        path: the file to write.
+        frames: the frames.
+        fps: the frame rate, stored as [`frame_rate_fraction`] gives it.
+        quality: MJPEG quality scale (2 best to 31) used for every frame, so each frame is coded the same whatever
+            the frames around it. `None` is the synthetic generator's historic setting, kept so that its data stay
+            byte-identical: the scale reaches only the first frame, and FFmpeg's default bit-rate control (about
+            200 kb/s) codes the others.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or (frames.ndim == 4 and frames.shape[-1] != 3):
@@ -47,7 +60,11 @@ def write_avi(path: str | os.PathLike, frames: np.ndarray, fps: float | int | Fr
         stream.width = width
         stream.height = height
         stream.pix_fmt = "yuvj420p"
-        stream.options = {"qscale": str(MJPEG_QSCALE)}
+        if quality is None:
+            stream.options = {"qscale": str(MJPEG_QSCALE)}
+        else:
+            stream.codec_context.qscale = True
+            stream.codec_context.global_quality = quality * _QP2LAMBDA
         for frame in frames:
             rgb = np.repeat(frame[:, :, None], 3, axis=2) if frame.ndim == 2 else frame
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):

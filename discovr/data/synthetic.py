@@ -262,7 +262,7 @@ def make_synthetic_echonet(
 
         renderer = _Renderer(heart, video_rng)
         frames = np.stack([renderer.frame(level) for level in contraction])
-        write_avi(os.path.join(video_dir, f"{name}.avi"), frames, FPS)
+        write_avi(os.path.join(video_dir, f"{name}.avi"), frames, FPS, quality=None)
 
         ed, es = _traced_frames(heart, num_frames)
         volumes = {}
