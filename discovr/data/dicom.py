@@ -60,6 +60,9 @@ DECODER_PACKAGES = {
 # JPEG, JPEG-LS and JPEG 2000 codestreams end with the marker FFD9 (EOI / EOC): a frame without it is truncated.
 _CODESTREAM_END = b"\xff\xd9"
 _CODESTREAM_SYNTAXES = {uid for uid in DECODER_PACKAGES if uid != "1.2.840.10008.1.2.5"}
+# Pillow (libjpeg-turbo) decodes 8-bit JPEG Baseline several times faster than pylibjpeg-libjpeg, which pydicom
+# would try first; the others stay the fallback (12-bit JPEG Extended, for one, is beyond Pillow).
+_PREFERRED_PLUGIN = {"1.2.840.10008.1.2.4.50": "pillow"}
 # RegionSpatialFormat and RegionDataType values (DICOM PS3.3 C.8.5.5.1).
 SPATIAL_2D, SPATIAL_SPECTRAL = 1, 3
 DATA_TISSUE, DATA_COLOR_FLOW, DATA_PW_DOPPLER, DATA_CW_DOPPLER = 1, 2, 3, 4
@@ -303,6 +306,17 @@ def _check_codestreams(ds, path: str, syntax, num_frames: int) -> None:
             )
 
 
+def _decode(decoder, ds, syntax) -> tuple[np.ndarray, dict]:
+    """All frames, undecoded colour space (`raw`), with the fastest plugin first and then pydicom's own order."""
+    preferred = _PREFERRED_PLUGIN.get(str(syntax))
+    if preferred in decoder.available_plugins:
+        try:
+            return decoder.as_array(ds, raw=True, decoding_plugin=preferred)
+        except (ValueError, RuntimeError):
+            logger.debug("the %s plugin failed; trying the others", preferred)
+    return decoder.as_array(ds, raw=True)
+
+
 def _to_uint8(array: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
     """Stored values of `bits_stored` bits to 0-255, linearly over the whole stored range."""
     if array.dtype == np.uint8 and bits_stored == 8:
@@ -409,7 +423,7 @@ def read_dicom_video(
     if syntax.is_encapsulated:
         _check_codestreams(ds, path, syntax, num_frames)
     try:
-        array, properties = decoder.as_array(ds, raw=True)
+        array, properties = _decode(decoder, ds, syntax)
     except (ValueError, RuntimeError, KeyError, IndexError, EOFError, TypeError, AttributeError) as error:
         cause = str(error).strip().splitlines()
         raise CorruptPixelDataError(
