@@ -19,6 +19,7 @@ exports and DICOMs without one). No header value is copied to any output; the lo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -29,7 +30,7 @@ import secrets
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -402,15 +403,29 @@ def _run_tasks(function, arguments: list[tuple], num_workers: int, description: 
             yield function(*args)
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=num_workers, initializer=quiet_dicom_logging) as pool:
+        with ProcessPoolExecutor(max_workers=num_workers, initializer=_init_worker) as pool:
             for result in pool.map(function, *zip(*arguments)) if arguments else []:
                 yield result
                 bar.update()
     bar.close()
 
 
-def quiet_dicom_logging() -> None:
-    """Silence pydicom's warnings and log lines, which can quote header values, and keep one torch thread."""
+@contextlib.contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """Silence pydicom's warnings and log lines for the duration, since they can quote header values."""
+    pydicom_logger = logging.getLogger("pydicom")
+    level = pydicom_logger.level
+    pydicom_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+            yield
+    finally:
+        pydicom_logger.setLevel(level)
+
+
+def _init_worker() -> None:
+    """A worker process: pydicom quiet for its whole life, and one torch thread (the workers share the cores)."""
     import torch
 
     logging.getLogger("pydicom").setLevel(logging.ERROR)
@@ -515,7 +530,17 @@ def prepare(
     _check_settings(output_dir, options, overwrite)
     if key is None:
         key, key_created = load_or_create_key(key_path)
-    quiet_dicom_logging()
+    with quiet_pydicom():
+        return _run(input_dir, output_dir, options, label_table, class_columns, key, key_created, seed,
+                    split_fractions, write_mapping, num_workers, overwrite, progress)
+
+
+def _run(
+    input_dir: Path, output_dir: Path, options: PrepareOptions, label_table: Labels | None,
+    class_columns: Sequence[str], key: bytes, key_created: bool, seed: int, split_fractions: Sequence[float],
+    write_mapping: bool, num_workers: int, overwrite: bool, progress: bool,
+) -> PrepareResult:
+    """The run of [`prepare`], once its arguments are checked."""
     for stale in (output_dir / VIDEO_DIR).glob(".*.avi.partial"):
         stale.unlink()
 

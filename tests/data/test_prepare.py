@@ -229,6 +229,8 @@ def test_worker_processes_give_the_same_outputs(prepared, archive, tmp_path):
     assert run_cli(str(root), str(tmp_path / "out"), "--num_workers", "2", "--key_file", str(reference / "prepare_key")) == 0
     pd.testing.assert_frame_equal(table(tmp_path / "out" / "FileList.csv"), table(reference / "FileList.csv"))
     pd.testing.assert_frame_equal(table(tmp_path / "out" / "prepare_report.csv"), table(reference / "prepare_report.csv"))
+    for video in (reference / "Videos").glob("*.avi"):
+        assert (tmp_path / "out" / "Videos" / video.name).read_bytes() == video.read_bytes()
     assert not (tmp_path / "out" / "prepare_mapping.csv").exists()  # only with --write_mapping
     assert not (tmp_path / "out" / "prepare_key").exists()  # the key stays where it was given
 
