@@ -476,6 +476,41 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     os.replace(partial, path)
 
 
+def _file_list_rows(
+    rows: dict[str, dict[str, Any]], identities: Sequence[Identity], label_table: Labels | None,
+    matches: dict[str, tuple[int, str]], key: bytes, seed: int, split_fractions: Sequence[float],
+    options: PrepareOptions, class_columns: Sequence[str],
+) -> tuple[list[dict[str, Any]], int]:
+    """`FileList.csv` rows of the converted inputs, with labels and splits (also set in their report rows), and the
+    number of patients whose videos ended up in more than one split."""
+    by_input = {identity.relative: identity for identity in identities}
+    file_rows, conflicts = [], Counter()
+    for relative, row in rows.items():
+        identity = by_input[relative]
+        if label_table is not None:
+            row["label_match"] = matches[relative][1] if relative in matches else "unmatched"
+        if row["status"] != CONVERTED:
+            continue
+        label = label_table.table.iloc[matches[relative][0]] if relative in matches else None
+        group, group_source = identity.group, identity.group_source
+        if label is not None and group_source == "file" and label.get("PatientID", ""):
+            group, group_source = keyed_hash(key, "PatientID", label["PatientID"]), "labels_patient"
+        if label is not None and label.get("Split", ""):
+            split, split_source = label["Split"], "labels"
+        else:
+            split, split_source = split_for(key, seed, group, split_fractions), group_source
+        conflicts[group] |= 1 << list(ECHONET_SPLITS).index(split)
+        row.update(split=split, split_source=split_source)
+        file_rows.append({
+            "FileName": row["FileName"],
+            **{column: (label.get(column, "") if label is not None else "") for column in LABEL_VALUE_COLUMNS},
+            "FrameHeight": options.size, "FrameWidth": options.size, "FPS": row["output_fps"],
+            "NumberOfFrames": row["output_frames"], "Split": split,
+            **{column: (label[column] if label is not None else "") for column in class_columns},
+        })
+    return file_rows, sum(bin(bits).count("1") > 1 for bits in conflicts.values())
+
+
 def prepare(
     input_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -579,32 +614,9 @@ def _run(
     finally:
         journal.close()
 
-    by_input = {identity.relative: identity for identity in identities}
     matches, unmatched = match_labels(label_table, identities, key) if label_table is not None else ({}, [])
-    file_rows, conflicts = [], Counter()
-    for relative, row in rows.items():
-        identity = by_input[relative]
-        if label_table is not None:
-            row["label_match"] = matches[relative][1] if relative in matches else "unmatched"
-        if row["status"] != CONVERTED:
-            continue
-        label = label_table.table.iloc[matches[relative][0]] if relative in matches else None
-        group, group_source = identity.group, identity.group_source
-        if label is not None and group_source == "file" and label.get("PatientID", ""):
-            group, group_source = keyed_hash(key, "PatientID", label["PatientID"]), "labels_patient"
-        if label is not None and label.get("Split", ""):
-            split, split_source = label["Split"], "labels"
-        else:
-            split, split_source = split_for(key, seed, group, split_fractions), group_source
-        conflicts[group] |= 1 << list(ECHONET_SPLITS).index(split)
-        row.update(split=split, split_source=split_source)
-        file_rows.append({
-            "FileName": row["FileName"],
-            **{column: (label.get(column, "") if label is not None else "") for column in LABEL_VALUE_COLUMNS},
-            "FrameHeight": options.size, "FrameWidth": options.size, "FPS": row["output_fps"],
-            "NumberOfFrames": row["output_frames"], "Split": split,
-            **{column: (label[column] if label is not None else "") for column in class_columns},
-        })
+    file_rows, split_conflicts = _file_list_rows(rows, identities, label_table, matches, key, seed, split_fractions,
+                                                 options, class_columns)
     columns = ECHONET_COLUMNS + (label_table.class_columns if label_table is not None else [])
     file_list = pd.DataFrame(file_rows, columns=columns).sort_values("FileName", kind="stable").reset_index(drop=True)
     report = pd.DataFrame([rows[relative] for _, relative in inputs], columns=REPORT_COLUMNS).astype(
@@ -631,7 +643,6 @@ def _run(
         if orphans:
             logger.warning("%d videos in %s are not in %s (from earlier runs); --overwrite removes them",
                            orphans, output_dir / VIDEO_DIR, FILE_LIST)
-    split_conflicts = sum(bin(bits).count("1") > 1 for bits in conflicts.values())
     if split_conflicts:
         logger.warning("%d patients have videos in more than one split (from the labels' Split column)", split_conflicts)
     return PrepareResult(report, file_list, key_created, len(unmatched), split_conflicts)
