@@ -121,7 +121,9 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def _read_with_sector(path: str, sample_indices_fn, mask_sector: bool) -> tuple[torch.Tensor, VideoMetadata]:
+def _read_with_sector(
+    path: str, sample_indices_fn: Callable[..., Sequence[int]] | None, mask_sector: bool
+) -> tuple[torch.Tensor, VideoMetadata]:
     """DICOM files and sector masking, from `discovr.data`, imported only now (see `DICOM_INSTALL_HINT`)."""
     try:
         # Absolute, and inside `try`: Transformers copies no file for it when saving remote code, and does not
@@ -281,8 +283,8 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
     replicated to 3 channels, frames are resized to `size` and normalised with `image_mean` / `image_std`
     (ImageNet by default; see [`compute_mean_std`] for dataset statistics).
 
-    Accepted videos: file paths (video or DICOM), lists of PIL frames, and numpy arrays or torch tensors, uint8 (or float on the same
-    0-255 scale), laid out THW (grayscale), TCHW or THWC, alone or in a list.
+    Accepted videos: file paths (video or DICOM), lists of PIL frames, and numpy arrays or torch tensors, uint8 (or
+    float on the same 0-255 scale), laid out THW (grayscale), TCHW or THWC, alone or in a list.
     """
 
     resample = PILImageResampling.BILINEAR
