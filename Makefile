@@ -24,7 +24,7 @@ ffmpeg:
 
 $(STAMP): $(PY) setup.cfg constraints.txt pyproject.toml
 	$(MAKE) ffmpeg
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,dicom]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,8 +1,8 @@
 """Run every DISCOVR benchmark and write the results table, `docs/benchmarks.md` (`make bench`).
 
 Benchmarks: encoder inference against VideoMAE (`benchmarks.encoder_vs_videomae`), hardware efficiency
-(`benchmarks.flops`), and, when their modules import, the pretraining step (`benchmarks.pretrain_step`) and
-data loading (`benchmarks.data_loading`). Each is called in this process through its `main(argv) -> dict`.
+(`benchmarks.flops`), and, when their modules import, the pretraining step (`benchmarks.pretrain_step`), data
+loading (`benchmarks.data_loading`) and DICOM conversion (`benchmarks.dicom_prepare`). Each is called in this process through its `main(argv) -> dict`.
 A benchmark that fails is reported in the document (and the exit status is 1); the others still run.
 
 `--quick` runs every benchmark at toy size for one iteration and must be given `--output`, so a smoke run
@@ -64,6 +64,8 @@ def specs(compile_model: bool) -> list[Spec]:
         ),
         Spec("pretrain_step", "benchmarks.pretrain_step", [[]], [["--quick"]], "Pretraining step", required=False),
         Spec("data_loading", "benchmarks.data_loading", [[]], [["--quick"]], "Data loading", required=False),
+        Spec("dicom_prepare", "benchmarks.dicom_prepare", [[]], [["--quick"]], "DICOM to AVI: discovr-prepare",
+             required=False),
     ]
 
 
@@ -275,6 +277,24 @@ def render_data_loading(result: dict) -> list[str]:
     return lines
 
 
+def render_dicom_prepare(result: dict) -> list[str]:
+    setup = result["setup"]
+    lines = [f"{setup['files']} synthetic DICOMs of {setup['frames_per_file']} frames at {setup['frame_size']} "
+             f"({setup['encoding']}) to {setup['output']}, {setup['timed_runs']} timed runs. `prepare_workersN`: "
+             "`discovr.data.prepare.prepare` with N worker processes (0: in process), sector found from the pixels; "
+             "`echonet_style`: pydicom `pixel_array`, then per frame an OpenCV crop to a given box, resize and MJPG "
+             "write. Time per run over every file: median (min–max).", ""]
+    lines += table(("Workload", "Run time", "Frames/s (median)"), [
+        (f"`{name}`", fmt_stats(r), f"{r['frames_per_s_median']:.3g}") for name, r in result["results"].items()
+    ])
+    lines += ["", "Speed-up over the EchoNet-style loop (its time / ours; target ≥ 1 single-process), and scaling "
+              "with worker processes (0 workers' time / N workers'):", ""]
+    rows = [(f"{name} vs echonet_style", fmt_ratio(summary)) for name, summary in result["speedup_vs_echonet_style"].items()]
+    rows += [(f"{name} vs workers0", fmt_ratio(summary)) for name, summary in result["scaling_vs_workers0"].items()]
+    lines += table(("Comparison", "Ratio"), rows)
+    return lines
+
+
 def render_generic(result: dict) -> list[str]:
     """Fallback for a result layout this script does not know: the raw JSON, so nothing is lost."""
     slim = {k: v for k, v in result.items() if k != "machine"}
@@ -286,6 +306,7 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
     "flops": render_flops,
     "pretrain_step": render_pretrain_step,
     "data_loading": render_data_loading,
+    "dicom_prepare": render_dicom_prepare,
 }
 
 

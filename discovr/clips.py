@@ -24,7 +24,6 @@ from .video_processing_discovr import (
     DiscovrVideoProcessor,
     centered_clip_start,
     clip_starts,
-    read_video,
     sample_clip_indices,
 )
 
@@ -87,8 +86,8 @@ def load_video_clips(processor: DiscovrVideoProcessor, video: VideoLike, mode: s
     """
     Decode and process the clips of one video that `mode` asks for (see [`resolve_clip_starts`]).
 
-    Clip length, stride, size and normalisation come from `processor`. A file is decoded with the processor's
-    decoder (`read_video`), which raises `VideoDecodeError` naming the file.
+    Clip length, stride, size, normalisation and sector masking come from `processor`. A file is decoded with the
+    processor's decoder (`processor.fetch_videos`), which raises `VideoDecodeError` naming the file.
     """
     num_frames, frame_stride = processor.num_frames, processor.frame_stride
 
@@ -104,7 +103,7 @@ def load_video_clips(processor: DiscovrVideoProcessor, video: VideoLike, mode: s
             chosen["starts"], chosen["frames"] = needed_frames(metadata.total_num_frames)
             return chosen["frames"]
 
-        decoded, metadata = read_video(video, sample_indices_fn)
+        decoded, metadata = processor.fetch_videos(os.fspath(video), sample_indices_fn)
         total, starts, frame_ids = metadata.total_num_frames, chosen["starts"], chosen["frames"]
     elif isinstance(video, (np.ndarray, torch.Tensor)):
         if video.ndim not in (3, 4):

@@ -21,7 +21,7 @@ import torch
 
 from .modeling_discovr import DiscovrForPreTraining
 from .plotting import plot_cluster_maps
-from .video_processing_discovr import DiscovrVideoProcessor, read_video
+from .video_processing_discovr import DiscovrVideoProcessor
 
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def compute_cluster_assignments(
         seed: seed of the masks the forward pass draws.
     """
     config = model.config
-    frames, metadata = read_video(video, partial(processor.sample_frames, do_random_start=False))
+    frames, metadata = processor.fetch_videos(os.fspath(video), partial(processor.sample_frames, do_random_start=False))
     pixel_values = processor(frames, do_sample_frames=False, return_tensors="pt")["pixel_values"]
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)

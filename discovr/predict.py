@@ -1,6 +1,6 @@
 """Predict LVEF (or classes) for echo videos with a fine-tuned DISCOVR model, one CSV row per video.
 
-Inputs are video files, directories (their .avi and .mp4 files) and manifests: an EchoNet `FileList.csv` (videos in
+Inputs are video and DICOM files, directories (their .avi, .mp4 and .dcm files) and manifests: an EchoNet `FileList.csv` (videos in
 its `Videos/` folder; its `EF` and `Split` are copied to the output) or a DISCOVR CSV (a path and a class per row,
 relative to `--video_root`; the class is copied as `class`). Predictions go through the `video-classification`
 pipeline, so they match `pipeline("video-classification", model=MODEL_DIR)`.
@@ -26,12 +26,14 @@ from transformers import pipeline
 
 from .data.manifests import read_video_csv
 from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline, check_num_clips
-from .video_processing_discovr import VideoDecodeError
+from .video_processing_discovr import DICOM_SUFFIXES, VideoDecodeError
+from .video_processing_discovr import VIDEO_SUFFIXES as VIDEO_FILE_SUFFIXES
 
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".avi", ".mp4")
+# DICOM files are read with pydicom and cropped to their ultrasound sector by the processor (DICOM extra needed).
+VIDEO_SUFFIXES = VIDEO_FILE_SUFFIXES + DICOM_SUFFIXES
 ECHONET_MANIFEST = "FileList.csv"
 # Per-video failures that must not stop the batch: decoding (VideoDecodeError, or FFmpeg errors surfacing as
 # RuntimeError / OSError) and videos the processor rejects (ValueError).
@@ -84,8 +86,8 @@ def collect_videos(
     Expand video files, directories and manifests into the list of videos to predict, in the order given.
 
     Args:
-        inputs: video files (kept even when missing, so that they get an error row), directories (their .avi and
-            .mp4 files, sorted) and `.csv` manifests (an EchoNet `FileList.csv`, or any CSV with a `FileName`
+        inputs: video or DICOM files (kept even when missing, so that they get an error row), directories (their
+            .avi, .mp4 and .dcm files, sorted) and `.csv` manifests (an EchoNet `FileList.csv`, or any CSV with a `FileName`
             column, else a DISCOVR CSV).
         video_root: folder the paths of DISCOVR CSVs are relative to; defaults to each manifest's folder.
     """
@@ -181,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model_dir", help="Fine-tuned DISCOVR directory (model and video processor side by side).")
     parser.add_argument(
         "inputs", nargs="+", metavar="VIDEO_OR_DIR_OR_MANIFEST",
-        help="Video files (.avi, .mp4), directories of videos, an EchoNet FileList.csv or a DISCOVR CSV manifest.",
+        help="Video files (.avi, .mp4), DICOM files (.dcm, masked to the ultrasound sector), directories of them, an "
+             "EchoNet FileList.csv or a DISCOVR CSV manifest.",
     )
     parser.add_argument("--output", default="predictions.csv", help="CSV file to write.")
     parser.add_argument(

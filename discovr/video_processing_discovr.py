@@ -1,4 +1,4 @@
-"""Video processor for DISCOVR: strided clips from echocardiography videos, decoded with torchcodec."""
+"""Video processor for DISCOVR: strided clips from echocardiography videos, decoded with torchcodec (DICOM with pydicom)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ from transformers.video_utils import VideoInput, VideoMetadata, group_videos_by_
 
 
 logger = logging.get_logger(__name__)
+
+VIDEO_SUFFIXES = (".avi", ".mp4")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# What to install for DICOM input. The model core never imports `discovr.data` at import time (it is what a
+# `trust_remote_code` user downloads); DICOM files and sector masking import it when they are first used.
+DICOM_INSTALL_HINT = "pip install 'discovr[dicom]'"
 
 
 class VideoDecodeError(RuntimeError):
@@ -104,22 +110,63 @@ def clip_starts(num_video_frames: int, num_frames: int, frame_stride: int, mode:
     raise ValueError(f"mode must be 'all' or 'uniform:K', got {mode!r}")
 
 
+def is_dicom_file(path: str | os.PathLike) -> bool:
+    """Whether a file is DICOM: a `.dcm` / `.dicom` name, or the `DICM` marker after the 128-byte preamble."""
+    if os.fspath(path).lower().endswith(DICOM_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_with_sector(
+    path: str, sample_indices_fn: Callable[..., Sequence[int]] | None, mask_sector: bool
+) -> tuple[torch.Tensor, VideoMetadata]:
+    """DICOM files and sector masking, from `discovr.data`, imported only now (see `DICOM_INSTALL_HINT`)."""
+    try:
+        # Absolute, and inside `try`: Transformers copies no file for it when saving remote code, and does not
+        # require the package of a remote-code user who never reads DICOM.
+        from discovr.data.sector import read_sector_video
+    except ImportError as error:
+        raise VideoDecodeError(
+            f"Cannot decode video '{path}': reading DICOM files and masking the ultrasound sector need the discovr "
+            f"package with its DICOM extra ({DICOM_INSTALL_HINT}); {error}",
+            path,
+        ) from None
+    return read_sector_video(path, sample_indices_fn, mask_sector=mask_sector)
+
+
 def read_video(
-    path: str | os.PathLike, sample_indices_fn: Callable[..., Sequence[int]] | None = None
+    path: str | os.PathLike,
+    sample_indices_fn: Callable[..., Sequence[int]] | None = None,
+    mask_sector: bool | None = None,
 ) -> tuple[torch.Tensor, VideoMetadata]:
     """
     Decode the frames of a video file that `sample_indices_fn(metadata=...)` asks for (all frames without it).
 
-    Only the requested frames are decoded. Returns a uint8 tensor (T, C, H, W) and the video metadata.
+    Returns a uint8 tensor (T, C, H, W) and the video metadata. Video files are decoded with torchcodec, and only
+    the requested frames are decoded. DICOM files (see [`is_dicom_file`]) never reach torchcodec, which gets their
+    frame count and rate wrong: `discovr.data.dicom.read_dicom_video` decodes them.
+
+    Args:
+        path: the video or DICOM file.
+        sample_indices_fn: picks the frame indices from the metadata.
+        mask_sector: keep only the ultrasound sector, cropped to a square (`discovr.data.sector`): `None` (default)
+            for DICOM files only, `True` for every file, `False` for none. The metadata then describes the crop.
 
     Raises:
-        VideoDecodeError: the file is missing, cannot be opened, has no frames, or is truncated.
+        VideoDecodeError: the file is missing, cannot be opened, has no frames, or is truncated. For DICOM, its
+            subclasses in `discovr.data.errors` say why a file is refused.
     """
-    from torchcodec.decoders import VideoDecoder
-
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise VideoDecodeError(f"Cannot decode video '{path}': file not found", path)
+    if mask_sector or is_dicom_file(path):
+        return _read_with_sector(path, sample_indices_fn, mask_sector is not False)
+    from torchcodec.decoders import VideoDecoder
+
     try:
         # "exact" scans the packets once, so the frame count is what the file really holds (truncation shows).
         decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=1)
@@ -163,7 +210,7 @@ def read_video(
 
 
 def compute_mean_std(
-    paths: Sequence[str | os.PathLike], samples: int | None = 128, seed: int = 0
+    paths: Sequence[str | os.PathLike], samples: int | None = 128, seed: int = 0, mask_sector: bool | None = None
 ) -> tuple[list[float], list[float]]:
     """
     Per-channel mean and std of pixel values in [0, 1] over every frame of `samples` videos drawn from `paths`.
@@ -175,6 +222,8 @@ def compute_mean_std(
         paths: video files, usually the training split.
         samples: videos drawn at random without replacement (`None` uses them all).
         seed: seed of that draw.
+        mask_sector: as in [`read_video`]; pass the processor's `do_mask_sector` so the statistics are of what the
+            model sees.
     """
     if len(paths) == 0:
         raise ValueError("compute_mean_std needs at least one video path")
@@ -187,7 +236,7 @@ def compute_mean_std(
     total_sq = torch.zeros(3, dtype=torch.float64)
     count = 0
     for path in tqdm(chosen, desc="mean/std", unit="video", disable=len(chosen) < 16):
-        frames, _ = read_video(path)
+        frames, _ = read_video(path, mask_sector=mask_sector)
         # torchcodec always returns RGB, so grayscale echoes already count as three equal channels.
         frames = frames.to(torch.float64) / 255.0
         total += frames.sum(dim=(0, 2, 3))
@@ -208,12 +257,18 @@ class DiscovrVideoProcessorKwargs(VideosKwargs, total=False):
         First frame of the clip when `do_random_start=False`. `None` centres the clip in the video.
     generator (`torch.Generator`, *optional*):
         Generator of the random start, for reproducible draws. Never saved with the processor.
+    do_mask_sector (`bool`, *optional*, defaults to `self.do_mask_sector`):
+        Keep only the ultrasound sector of file inputs, zero outside it and cropped to a square: `None` for DICOM
+        files only, `True` for every file (AVI and MP4 exports with burned-in overlays too), `False` for none. A
+        setting of the processor (constructor, `from_pretrained` or attribute), since it decides how files are
+        decoded; it cannot change per call.
     """
 
     frame_stride: int
     do_random_start: bool
     start: int | None
     generator: torch.Generator | None
+    do_mask_sector: bool | None
 
 
 class DiscovrVideoProcessor(BaseVideoProcessor):
@@ -222,12 +277,14 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
 
     A clip is `num_frames` frames taken every `frame_stride` frames, from a random start (`do_random_start=True`,
     training), a given `start`, or the centre of the video. A video shorter than the clip repeats its last frame.
-    File paths are decoded with torchcodec, and only the frames of the clip are decoded. Grayscale input is
+    Video files are decoded with torchcodec, and only the frames of the clip are decoded. DICOM files (`.dcm`, or
+    any file with the DICOM marker) are decoded with pydicom and cropped to their ultrasound sector (see
+    `do_mask_sector`); they need the `discovr` package with its DICOM extra. Grayscale input is
     replicated to 3 channels, frames are resized to `size` and normalised with `image_mean` / `image_std`
     (ImageNet by default; see [`compute_mean_std`] for dataset statistics).
 
-    Accepted videos: file paths, lists of PIL frames, and numpy arrays or torch tensors, uint8 (or float on the same
-    0-255 scale), laid out THW (grayscale), TCHW or THWC, alone or in a list.
+    Accepted videos: file paths (video or DICOM), lists of PIL frames, and numpy arrays or torch tensors, uint8 (or
+    float on the same 0-255 scale), laid out THW (grayscale), TCHW or THWC, alone or in a list.
     """
 
     resample = PILImageResampling.BILINEAR
@@ -246,6 +303,7 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
     do_random_start = False
     start = None
     generator = None
+    do_mask_sector = None
     valid_kwargs = DiscovrVideoProcessorKwargs
     model_input_names = ["pixel_values"]
 
@@ -255,6 +313,11 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
         super().__init__(**kwargs)
 
     def preprocess(self, videos: VideoInput, **kwargs: Unpack[DiscovrVideoProcessorKwargs]) -> BatchFeature:
+        if "do_mask_sector" in kwargs:
+            raise ValueError(
+                "`do_mask_sector` is a setting of the processor, not of a call: pass it to the constructor or "
+                "`from_pretrained`, or set `processor.do_mask_sector`."
+            )
         batch = super().preprocess(_as_video_list(videos), **kwargs)
         batch["pixel_values"] = batch.pop("pixel_values_videos")
         return batch
@@ -366,10 +429,13 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
         return np.asarray(sample_clip_indices(total, num_frames, frame_stride, start), dtype=np.int64)
 
     def fetch_videos(self, video_url_or_urls: str | list[str], sample_indices_fn: Callable | None = None):
-        """Decode local video files with torchcodec, only the frames `sample_indices_fn` selects."""
+        """
+        Decode local video or DICOM files with [`read_video`], only the frames `sample_indices_fn` selects, masked as
+        `do_mask_sector` says. Everything that decodes a file for this processor goes through here.
+        """
         if isinstance(video_url_or_urls, (list, tuple)):
-            return list(zip(*[read_video(path, sample_indices_fn) for path in video_url_or_urls]))
-        return read_video(video_url_or_urls, sample_indices_fn)
+            return list(zip(*[self.fetch_videos(path, sample_indices_fn) for path in video_url_or_urls]))
+        return read_video(video_url_or_urls, sample_indices_fn, mask_sector=self.do_mask_sector)
 
 
 def _as_video(video):
@@ -411,12 +477,15 @@ def _as_video_list(videos: VideoInput) -> list:
 
 
 __all__ = [
+    "DICOM_SUFFIXES",
     "DiscovrVideoProcessor",
+    "VIDEO_SUFFIXES",
     "VideoDecodeError",
     "centered_clip_start",
     "clip_span",
     "clip_starts",
     "compute_mean_std",
+    "is_dicom_file",
     "max_clip_start",
     "random_clip_start",
     "read_video",

@@ -49,6 +49,7 @@ def quick_results() -> dict[str, dict]:
         ("flops", ("--profile",)),
         ("pretrain_step", ()),
         ("data_loading", ()),
+        ("dicom_prepare", ()),
     ):
         try:
             results[name] = run_quick(name, *extra)
@@ -111,6 +112,17 @@ def test_data_loading(quick_results) -> None:
     for stats in result["results"].values():
         assert_timing(stats)
     for summary in result["speedup_vs_opencv"].values():
+        assert_ratio(summary)
+
+
+def test_dicom_prepare(quick_results) -> None:
+    result = get(quick_results, "dicom_prepare")
+    assert {"machine", "results", "setup", "speedup_vs_echonet_style", "scaling_vs_workers0"} <= result.keys()
+    assert set(result["results"]) == {"prepare_workers0", "prepare_workers1", "prepare_workers2", "echonet_style"}
+    for stats in result["results"].values():
+        assert_timing(stats)
+        assert math.isfinite(stats["frames_per_s_median"]) and stats["frames_per_s_median"] > 0
+    for summary in [*result["speedup_vs_echonet_style"].values(), *result["scaling_vs_workers0"].values()]:
         assert_ratio(summary)
 
 

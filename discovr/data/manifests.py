@@ -90,9 +90,12 @@ class _Validator:
     def check_duplicates(self, keys: pd.Series, names) -> None:
         self.flag("a duplicate file name", keys.duplicated(keep=False).to_numpy(), names)
 
-    def check_ef(self, column: pd.Series, names) -> pd.Series:
+    def check_ef(self, column: pd.Series, names, require_ef: bool = True) -> pd.Series:
         ef = pd.to_numeric(column, errors="coerce")
-        self.flag("EF missing or not a number", ef.isna().to_numpy(), names)
+        if require_ef:
+            self.flag("EF missing or not a number", ef.isna().to_numpy(), names)
+        else:
+            self.flag("EF not a number", (ef.isna() & column.notna()).to_numpy(), names)
         self.flag("EF outside [0, 100]", ((ef < 0) | (ef > 100)).to_numpy(), names)
         return ef
 
@@ -182,7 +185,7 @@ def _attach_tracings(frame: pd.DataFrame, stems: pd.Series, traced: dict[str, tu
         )
 
 
-def _checked_file_list(base: Path, columns: list[str], what: str):
+def _checked_file_list(base: Path, columns: list[str], what: str, require_ef: bool = True):
     """Read `base/FileList.csv` and run the checks both EchoNet layouts share: video files under `base/Videos`,
     duplicate FileNames and EF values. Returns the table, file stems, names, the validator and the EF column."""
     source = base / "FileList.csv"
@@ -192,11 +195,11 @@ def _checked_file_list(base: Path, columns: list[str], what: str):
     names = table["FileName"].astype(str)
     check.check_paths(stems + ".avi", [base / "Videos" / f"{stem}.avi" for stem in stems], names)
     check.check_duplicates(stems, names)
-    ef = check.check_ef(table["EF"], names)
+    ef = check.check_ef(table["EF"], names, require_ef)
     return table, stems, names, check, ef
 
 
-def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True) -> DatasetDict:
+def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True, require_ef: bool = True) -> DatasetDict:
     """
     Load an EchoNet-Dynamic folder (`FileList.csv`, `VolumeTracings.csv`, `Videos/`) as train/validation/test.
 
@@ -209,10 +212,14 @@ def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True) -> Datase
         root: the EchoNet-Dynamic folder.
         strict: raise one `ManifestError` listing every problem (missing files, duplicates, bad EF, paths outside
             `root`, unknown splits). With `False`, the bad rows are skipped and their number and reasons logged.
+        require_ef: an empty EF is a problem (the default, for EF tasks). With `False` it is kept as NaN, for uses
+            that need no label, such as pretraining on a `discovr-prepare` folder without labels.
     """
     root = Path(root).resolve()
     source = root / "FileList.csv"
-    table, stems, names, check, ef = _checked_file_list(root, ECHONET_COLUMNS, "EchoNet-Dynamic file list")
+    table, stems, names, check, ef = _checked_file_list(
+        root, ECHONET_COLUMNS, "EchoNet-Dynamic file list", require_ef
+    )
     split = table["Split"].astype(str).str.strip().str.upper()
     check.flag("an unknown Split (expected TRAIN, VAL or TEST)", ~split.isin(list(ECHONET_SPLITS)).to_numpy(), names)
     numeric = {}

@@ -8,10 +8,11 @@ import math
 import os
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+
+from .avi import write_avi
 
 
 logger = logging.getLogger(__name__)
@@ -130,10 +131,10 @@ def _draw_imaging(rng: np.random.Generator) -> _Imaging:
     return _Imaging(
         transducer_x=FRAME_SIZE / 2 + rng.uniform(-3.0, 3.0),
         sector_half_angle=math.radians(rng.uniform(32.0, 38.0)),
-        zoom=rng.uniform(0.9, 1.1),
+        zoom=rng.uniform(0.93, 1.07),
         rotation=math.radians(rng.uniform(-8.0, 8.0)),
-        gain=rng.uniform(0.9, 1.1),
-        tissue=rng.uniform(74.0, 85.0),
+        gain=rng.uniform(0.92, 1.08),
+        tissue=rng.uniform(66.0, 74.0),
         attenuation=rng.uniform(0.4, 0.5),
         near_field=rng.uniform(35.0, 45.0),
         myocardium_contrast=rng.uniform(2.0, 2.2),
@@ -295,22 +296,6 @@ def _parameter_row(heart: _Heart, imaging: _Imaging) -> dict[str, float]:
     return row
 
 
-def _write_avi(path: str, frames: np.ndarray) -> None:
-    """Write grayscale frames (T, H, W) as an MJPEG AVI at FPS frames per second."""
-    with av.open(path, mode="w") as container:
-        stream = container.add_stream("mjpeg", rate=FPS)
-        stream.width = FRAME_SIZE
-        stream.height = FRAME_SIZE
-        stream.pix_fmt = "yuvj420p"
-        stream.options = {"qscale": "3"}
-        for frame in frames:
-            rgb = np.repeat(frame[:, :, None], 3, axis=2)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _traced_frames(heart: _Heart, num_frames: int) -> tuple[int, int]:
     """An end-diastolic frame and the end-systolic frame of the same beat (the one after it)."""
     frames = np.arange(num_frames)
@@ -383,7 +368,7 @@ def make_synthetic_echonet(
 
         renderer = _Renderer(heart, imaging, video_rng)
         frames, labels = (np.stack(parts) for parts in zip(*(renderer.frame(level) for level in contraction)))
-        _write_avi(os.path.join(video_dir, f"{name}.avi"), frames)
+        write_avi(os.path.join(video_dir, f"{name}.avi"), frames, FPS)
         np.savez_compressed(os.path.join(os.fspath(root), MASKS_DIR, f"{name}.npz"), labels=labels)
 
         ed, es = _traced_frames(heart, num_frames)

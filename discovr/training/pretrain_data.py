@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 from ..masking_discovr import DiscovrMaskGenerator
-from ..video_processing_discovr import DiscovrVideoProcessor, read_video
+from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def load_pretraining_videos(
 ) -> list[str]:
     """Absolute video paths of one split of an EchoNet-Dynamic, EchoNet-Pediatric or DISCOVR CSV dataset."""
     if data_format == "echonet_dynamic":
-        dataset = load_echonet_dynamic(data_root)[split]
+        # Pretraining needs no label, so an unlabelled folder (such as discovr-prepare's without --labels) works.
+        dataset = load_echonet_dynamic(data_root, require_ef=False)[split]
     elif data_format == "echonet_pediatric":
         dataset = load_echonet_pediatric(data_root, view=pediatric_view)[split]
     elif data_format == "csv":
@@ -107,7 +108,7 @@ class PretrainingClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         generator = sample_generator(self.seed, self.epoch, index)
         path = self.videos[index]
-        frames, _ = read_video(
+        frames, _ = self.processor.fetch_videos(
             path, lambda metadata: self.processor.sample_frames(metadata, do_random_start=True, generator=generator)
         )
         if self.multi_scale_crop:

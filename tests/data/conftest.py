@@ -24,3 +24,11 @@ def synthetic_gray(synthetic_root):
         frames, metadata = read_video(synthetic_root / "Videos" / f"{name}.avi")
         decoded[name] = (frames.float().mean(dim=1), metadata)
     return decoded
+
+
+@pytest.fixture(scope="session")
+def echo_scene():
+    """A synthetic scanner screen (288x320): the echo sector, burned-in text and a moving ECG trace, 40 frames."""
+    from discovr.data.synthetic_dicom import render_echo_scene
+
+    return render_echo_scene(num_frames=40, seed=3)
