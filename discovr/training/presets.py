@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_num_attention_heads=6, image_intermediate_size=1536,
     ),
     "base": {},
+}
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """How a preset pretrains: the `discovr-pretrain` optimisation defaults that depend on the model size.
+
+    The defaults are the published ViT-B recipe. `docs/pretraining.md` gives the evidence behind every other
+    preset's values; a `discovr-pretrain` flag overrides any of them.
+    """
+
+    base_lr: float = 1.5e-4  # learning rate for a global batch of 256 clips, scaled linearly
+    min_lr: float = 1e-6
+    warmup_epochs: float = 40
+    weight_decay: float = 0.05
+    weight_decay_end: float = 0.05
+    momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0
+    warmup_teacher_temperature: float = 0.04
+    teacher_temperature: float = 0.07
+    warmup_teacher_temperature_epochs: float = 30
+    center_momentum: float = 0.9
+    per_device_batch_size: int = 16
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(field.name for field in fields(cls))
+
+
+RECIPES: dict[str, PretrainRecipe] = {
+    "tiny": PretrainRecipe(base_lr=1.5e-2, warmup_epochs=2, warmup_teacher_temperature_epochs=2),
+    "small": PretrainRecipe(),
+    "base": PretrainRecipe(),
 }
 # The published clip stride (the processor's default), for a model saved without a video processor.
 DEFAULT_FRAME_STRIDE = DiscovrVideoProcessor.frame_stride

@@ -28,7 +28,7 @@ from .data_selection import DATA_FORMATS
 from .model_card import write_model_card
 from .health import CollapseMonitor, encoder_rankme, step_health
 from .pretrain_data import PretrainingClips, PretrainingCollator, load_health_clips, load_pretraining_videos
-from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config
+from .presets import DEFAULT_FRAME_STRIDE, PRESETS, RECIPES, PretrainRecipe, load_model_config
 from .schedules import PretrainSchedules
 
 logger = logging.getLogger("discovr.pretrain")
@@ -116,12 +116,28 @@ class JsonlLogger:
                 handle.write(json.dumps(record) + "\n")
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows "(default: recipe)" for the flags a recipe fills in, instead of "None"."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.dest in PretrainRecipe.field_names():
+            return f"{action.help} (default: the recipe's)"
+        return super()._get_help_string(action)
+
+
+def _recipes_epilog() -> str:
+    rows = [f"  {name}: " + ", ".join(f"{key}={value}" for key, value in vars(recipe).items())
+            for name, recipe in sorted(RECIPES.items())]
+    return "recipes:\n" + "\n".join(rows)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discovr-pretrain",
         description="Pretrain DISCOVR on a folder of echo videos. Run under `accelerate launch` for several GPUs "
         "or machines (DDP, FSDP or DeepSpeed from your accelerate config), or directly for one process.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=_recipes_epilog(),
+        formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
@@ -142,24 +158,31 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--export_encoder", choices=("teacher", "student"), default="teacher",
                        help="Which video encoder is written to OUTPUT_DIR/encoder.")
 
-    optim = parser.add_argument_group("optimisation (DESIGN §2)")
+    optim = parser.add_argument_group(
+        "optimisation", "Flags left unset take the --recipe's value (the preset's own by default); "
+        "docs/pretraining.md lists every recipe and the measurements behind it.",
+    )
+    optim.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                       help="Training recipe (default: the --preset's own; 'base', the published one, with --config).")
     optim.add_argument("--epochs", type=int, default=400)
     optim.add_argument("--max_steps", type=int, default=None,
                        help="Stop after this many optimiser steps (schedules still span --epochs).")
-    optim.add_argument("--per_device_batch_size", type=int, default=16)
+    optim.add_argument("--per_device_batch_size", type=int, default=None, help="Clips per process and step.")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim.add_argument("--base_lr", type=float, default=1.5e-4, help="LR for a global batch of 256; scaled linearly.")
-    optim.add_argument("--min_lr", type=float, default=1e-6, help="Final LR of the cosine decay.")
-    optim.add_argument("--warmup_epochs", type=float, default=40)
-    optim.add_argument("--weight_decay", type=float, default=0.05)
-    optim.add_argument("--weight_decay_end", type=float, default=None, help="Final weight decay (default: constant).")
+    optim.add_argument("--base_lr", type=float, default=None, help="LR for a global batch of 256; scaled linearly.")
+    optim.add_argument("--min_lr", type=float, default=None, help="Final LR of the cosine decay.")
+    optim.add_argument("--warmup_epochs", type=float, default=None, help="Linear LR warm-up.")
+    optim.add_argument("--weight_decay", type=float, default=None, help="Start of the cosine weight-decay schedule.")
+    optim.add_argument("--weight_decay_end", type=float, default=None, help="Final weight decay.")
     optim.add_argument("--max_grad_norm", type=float, default=None, help="Clip gradients to this norm.")
-    optim.add_argument("--momentum_teacher", type=float, default=0.996, help="Start of the teacher EMA cosine schedule.")
-    optim.add_argument("--momentum_teacher_end", type=float, default=1.0, help="End of the teacher EMA cosine schedule.")
-    optim.add_argument("--warmup_teacher_temperature", type=float, default=0.04)
-    optim.add_argument("--teacher_temperature", type=float, default=0.07)
-    optim.add_argument("--warmup_teacher_temperature_epochs", type=float, default=30)
-    optim.add_argument("--center_momentum", type=float, default=None, help="DINO centre momentum (default: config).")
+    optim.add_argument("--momentum_teacher", type=float, default=None, help="Start of the teacher EMA cosine schedule.")
+    optim.add_argument("--momentum_teacher_end", type=float, default=None, help="End of the teacher EMA cosine schedule.")
+    optim.add_argument("--warmup_teacher_temperature", type=float, default=None,
+                       help="DINO teacher temperature at step 0, rising linearly to --teacher_temperature.")
+    optim.add_argument("--teacher_temperature", type=float, default=None, help="DINO teacher temperature after warm-up.")
+    optim.add_argument("--warmup_teacher_temperature_epochs", type=float, default=None,
+                       help="Epochs of the teacher-temperature warm-up.")
+    optim.add_argument("--center_momentum", type=float, default=None, help="DINO centre momentum.")
     optim.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default=None,
                        help="Overrides the accelerate config.")
     optim.add_argument("--seed", type=int, default=0)
@@ -184,8 +207,25 @@ def estimate_checkpoint_bytes(model: torch.nn.Module, save_total_limit: int) -> 
     return (param_bytes + 2 * trainable) * max(1, save_total_limit) + 2 * param_bytes
 
 
+def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
+    """`args` with every unset recipe flag taken from the chosen recipe (the preset's, or `base` for a config)."""
+    name = args.recipe or (args.preset if args.preset in RECIPES else "base")
+    recipe = RECIPES[name]
+    resolved = argparse.Namespace(**vars(args))
+    resolved.recipe = name
+    for field in PretrainRecipe.field_names():
+        if getattr(resolved, field, None) is None:
+            setattr(resolved, field, getattr(recipe, field))
+    return resolved
+
+
 def pretrain(args: argparse.Namespace) -> dict:
-    """Run pretraining; returns a summary (steps done, last losses, output paths)."""
+    """Run pretraining; returns a summary (steps done, last losses, output paths).
+
+    Unset recipe flags take the recipe's values; the resolved arguments are written to
+    OUTPUT_DIR/pretrain_args.json, so a run records what it used.
+    """
+    args = resolve_recipe(args)
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         # Without it, processes launched on a machine with no accelerator each train alone (DistributedType.NO).
@@ -208,8 +248,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         torch.use_deterministic_algorithms(True)
 
     config = load_model_config(args.preset, args.config)
-    if args.center_momentum is not None:
-        config.dino_center_momentum = args.center_momentum
+    config.dino_center_momentum = args.center_momentum
     if args.init_from:
         model = DiscovrForPreTraining.from_pretrained(args.init_from, config=config)
     else:
@@ -218,6 +257,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         model.activation_checkpointing_enable()
     if accelerator.is_main_process:
         check_output_dir(output_dir, estimate_checkpoint_bytes(model, args.save_total_limit))
+        (output_dir / "pretrain_args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
     accelerator.wait_for_everyone()
 
     processor = DiscovrVideoProcessor(
@@ -259,7 +299,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     schedules = PretrainSchedules(
         steps_per_epoch=steps_per_epoch, epochs=args.epochs, lr=args.base_lr * global_batch / 256,
         min_lr=args.min_lr, warmup_epochs=args.warmup_epochs, weight_decay=args.weight_decay,
-        weight_decay_end=args.weight_decay if args.weight_decay_end is None else args.weight_decay_end,
+        weight_decay_end=args.weight_decay_end,
         momentum_teacher=args.momentum_teacher, momentum_teacher_end=args.momentum_teacher_end, warmup_teacher_temperature=args.warmup_teacher_temperature,
         teacher_temperature=args.teacher_temperature,
         warmup_teacher_temperature_epochs=args.warmup_teacher_temperature_epochs,
