@@ -3,10 +3,11 @@
     python -m discovr.training.evaluate_representations --model_name_or_path runs/discovr/encoder \
         --data_root data/EchoNet-Dynamic --output_dir runs/eval
 
-One CLS feature per video (averaged over `--clips`) is extracted once per split, batched, and cached as
-safetensors keyed by the weights, the videos and the clip settings. The training split is the kNN memory and the
-probes' training set, the validation split only chooses the probes' regularisation, and the test split is scored
-(the reference's kNN scored its validation CSV as the test set; DESIGN §3 item 7).
+One feature per video and pooling (the CLS token and the mean of the patch tokens, averaged over `--clips`) is
+extracted once per split, batched, and cached as safetensors keyed by the weights, the videos and the clip
+settings. The training split is the kNN memory and the probes' training set; the validation split chooses every
+setting (pooling, k, feature standardisation, regularisation); the test split is scored once with the chosen
+settings. (The reference's kNN scored its validation CSV as the test set; docs/pretraining.md.)
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from ..metrics import binary_auroc, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
-from .features import cached_features
+from .features import POOLINGS, cached_features
 from .presets import model_processor
 
 
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("knn", "anomaly", "linear", "ridge")
+K_CANDIDATES = (5, 10, 20)
 LOGISTIC_CS = (0.001, 0.01, 0.1, 1.0, 10.0)
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 
@@ -161,6 +163,92 @@ def linear_probe_regression(
     }
 
 
+FeatureSplits = dict[str, dict[str, np.ndarray]]
+"""`{pooling: {split: (num_videos, dim) features}}` for the train, validation and test splits."""
+
+
+def _standardized(features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every split z-scored with the training split's statistics.
+
+    An untrained or masked-modelling encoder adds the same large offset to every clip's mean-pooled feature; left
+    in, it dominates every cosine and kNN sees all videos as alike.
+    """
+    mean, std = features["train"].mean(axis=0), features["train"].std(axis=0) + 1e-6
+    return {split: (values - mean) / std for split, values in features.items()}
+
+
+def _knn_candidates(features: FeatureSplits, k_values: tuple[int, ...]):
+    for pooling, splits in features.items():
+        for standardize in (False, True):
+            prepared = _standardized(splits) if standardize else splits
+            for k in k_values:
+                yield {"pooling": pooling, "standardized": standardize, "k": k}, prepared
+
+
+def knn_protocol(
+    features: FeatureSplits, labels: dict[str, np.ndarray], num_classes: int, k_values: tuple[int, ...] = K_CANDIDATES,
+    temperature: float = 0.07,
+) -> dict[str, Any]:
+    """Weighted kNN classification of the test split; pooling, standardisation and k chosen by validation macro-F1."""
+    classes = list(range(num_classes))
+    best = None
+    for settings, prepared in _knn_candidates(features, k_values):
+        predicted, _ = knn_predict(prepared["train"], labels["train"], prepared["validation"], num_classes,
+                                   settings["k"], temperature)
+        score = classification_metrics(predicted, labels["validation"], classes)["macro_f1"]
+        if best is None or score > best[0]:
+            best = (score, settings, prepared)
+    score, settings, prepared = best
+    predicted, _ = knn_predict(prepared["train"], labels["train"], prepared["test"], num_classes, settings["k"],
+                               temperature)
+    return {**classification_metrics(predicted, labels["test"], classes), **settings, "temperature": temperature,
+            "validation_macro_f1": score}
+
+
+def anomaly_protocol(
+    features: FeatureSplits, labels: dict[str, np.ndarray], normal: int, k_values: tuple[int, ...] = K_CANDIDATES,
+) -> dict[str, Any]:
+    """AUROC of the kNN anomaly score (the k nearest normal training videos) for "not `normal`" on the test split;
+    pooling, standardisation and k chosen by validation AUROC."""
+    memory = labels["train"] == normal
+    if not memory.any():
+        raise ValueError("The training split has no normal videos to serve as the anomaly memory")
+    best = None
+    for settings, prepared in _knn_candidates(features, k_values):
+        scores = knn_anomaly_scores(prepared["train"][memory], prepared["validation"], settings["k"])
+        auroc = binary_auroc(scores, labels["validation"] != normal)
+        if best is None or auroc > best[0]:
+            best = (auroc, settings, prepared)
+    auroc, settings, prepared = best
+    scores = knn_anomaly_scores(prepared["train"][memory], prepared["test"], settings["k"])
+    return {"auroc": binary_auroc(scores, labels["test"] != normal), **settings, "normal_memory": int(memory.sum()),
+            "validation_auroc": auroc}
+
+
+def linear_protocol(
+    features: FeatureSplits, labels: dict[str, np.ndarray], num_classes: int, seed: int = 0
+) -> dict[str, Any]:
+    """[`linear_probe_classification`] on each pooling; the pooling with the best validation macro-F1 is reported."""
+    fits = {
+        pooling: linear_probe_classification(
+            *((splits[split], labels[split]) for split in ("train", "validation", "test")), num_classes, seed=seed
+        )
+        for pooling, splits in features.items()
+    }
+    pooling = max(fits, key=lambda name: max(fits[name]["validation_macro_f1"].values()))
+    return {**fits[pooling], "pooling": pooling}
+
+
+def ridge_protocol(features: FeatureSplits, targets: dict[str, np.ndarray]) -> dict[str, Any]:
+    """[`linear_probe_regression`] on each pooling; the pooling with the lowest validation MAE is reported."""
+    fits = {
+        pooling: linear_probe_regression(*((splits[split], targets[split]) for split in ("train", "validation", "test")))
+        for pooling, splits in features.items()
+    }
+    pooling = min(fits, key=lambda name: min(fits[name]["validation_mae"].values()))
+    return {**fits[pooling], "pooling": pooling}
+
+
 @dataclass(kw_only=True)
 class EvalConfig(DataSelection):
     """The `discovr-eval` options (see `--help`)."""
@@ -172,7 +260,8 @@ class EvalConfig(DataSelection):
     abnormal_below: float | None = None
     normal_class: str = NORMAL
     regression_column: str = "ef"
-    k: int = 10
+    k: tuple[int, ...] = K_CANDIDATES
+    pooling: str = "auto"
     temperature: float = 0.07
     clips: str = "center"
     frame_stride: int | None = None
@@ -184,19 +273,22 @@ class EvalConfig(DataSelection):
     disable_tqdm: bool = False
 
 
-def load_encoder(model_dir: str | os.PathLike) -> DiscovrModel:
-    """A saved `DiscovrModel`, or the encoder of a `DiscovrForPreTraining` / classification directory."""
+def load_encoder(model_dir: str | os.PathLike) -> torch.nn.Module:
+    """A saved `DiscovrModel`, the encoder of a `DiscovrForPreTraining` / classification directory, or another
+    Transformers video encoder (such as a `VideoMAEModel`, for comparisons), in eval mode."""
+    model_type = transformers.AutoConfig.from_pretrained(model_dir).model_type
+    encoder_class = DiscovrModel if model_type == "discovr" else transformers.AutoModel
     # Transformers lists every pretraining-only weight it skips; a missing encoder weight is what matters here.
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        encoder, info = DiscovrModel.from_pretrained(model_dir, output_loading_info=True)
+        encoder, info = encoder_class.from_pretrained(model_dir, output_loading_info=True)
     finally:
         transformers.logging.set_verbosity(verbosity)
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
         raise ValueError(
-            f"{model_dir} does not hold a complete DISCOVR encoder: {len(missing)} weights are missing "
+            f"{model_dir} does not hold a complete {model_type} encoder: {len(missing)} weights are missing "
             f"(e.g. {', '.join(missing[:5])})"
         )
     return encoder.eval()
@@ -239,14 +331,19 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     encoder = load_encoder(config.model_name_or_path).to(device)
     processor: DiscovrVideoProcessor = model_processor(encoder.config, config.model_name_or_path, config.frame_stride)
     cache_dir = Path(config.cache_dir) if config.cache_dir else output_dir / "features"
-    features = {
+    by_split = {
         split: cached_features(
             encoder, config.model_name_or_path, processor, list(splits[split]["video"]), cache_dir, split,
             mode=config.clips, batch_size=config.batch_size, num_workers=config.num_workers,
             progress=not config.disable_tqdm,
-        ).numpy()
+        )
         for split in ("train", "validation", "test")
     }
+    poolings = list(by_split["train"]) if config.pooling == "auto" else [config.pooling]
+    missing = sorted(set(poolings) - set(by_split["train"]))
+    if missing:
+        raise ValueError(f"--pooling {config.pooling} is not available for this encoder (it offers {list(by_split['train'])})")
+    features = {pooling: {split: by_split[split][pooling].numpy() for split in by_split} for pooling in poolings}
 
     results: dict[str, Any] = {
         "model": str(config.model_name_or_path),
@@ -259,53 +356,19 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
         results["classes"] = id2label
         num_classes = len(id2label)
         if "knn" in config.protocols:
-            predicted, _ = knn_predict(
-                features["train"], labels["train"], features["test"], num_classes, config.k, config.temperature
-            )
-            results["knn"] = {
-                **classification_metrics(predicted, labels["test"], list(range(num_classes))),
-                "k": config.k,
-                "temperature": config.temperature,
-            }
+            results["knn"] = knn_protocol(features, labels, num_classes, tuple(config.k), config.temperature)
         if "anomaly" in config.protocols:
-            results["anomaly"] = _anomaly(config, features, labels, id2label)
+            normal = list(id2label.values()).index(config.normal_class)
+            results["anomaly"] = {
+                **anomaly_protocol(features, labels, normal, tuple(config.k)), "normal_class": config.normal_class
+            }
         if "linear" in config.protocols:
-            results["linear"] = linear_probe_classification(
-                (features["train"], labels["train"]),
-                (features["validation"], labels["validation"]),
-                (features["test"], labels["test"]),
-                num_classes,
-                seed=config.seed,
-            )
+            results["linear"] = linear_protocol(features, labels, num_classes, seed=config.seed)
     if "ridge" in config.protocols:
         targets = {split: np.asarray(splits[split][config.regression_column], dtype=np.float64) for split in splits}
-        results["ridge"] = {
-            "target": config.regression_column,
-            **linear_probe_regression(
-                (features["train"], targets["train"]),
-                (features["validation"], targets["validation"]),
-                (features["test"], targets["test"]),
-            ),
-        }
+        results["ridge"] = {"target": config.regression_column, **ridge_protocol(features, targets)}
     (output_dir / "representation_metrics.json").write_text(json.dumps(results, indent=2, default=float))
     return results
-
-
-def _anomaly(
-    config: EvalConfig, features: dict[str, np.ndarray], labels: dict[str, np.ndarray], id2label: dict[int, str]
-) -> dict[str, Any]:
-    normal = list(id2label.values()).index(config.normal_class)
-    normal_memory = features["train"][labels["train"] == normal]
-    if len(normal_memory) == 0:
-        raise ValueError(f"The training split has no {config.normal_class!r} videos to serve as the normal memory")
-    scores = knn_anomaly_scores(normal_memory, features["test"], config.k)
-    abnormal = labels["test"] != normal
-    return {
-        "auroc": binary_auroc(scores, abnormal),
-        "normal_class": config.normal_class,
-        "normal_memory": int(len(normal_memory)),
-        "k": config.k,
-    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -334,10 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     protocol = parser.add_argument_group("protocols")
     protocol.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
                           help="Protocols to run.")
-    protocol.add_argument("--k", type=int, default=10, help="Neighbours for kNN and the anomaly score.")
+    protocol.add_argument("--k", type=int, nargs="+", default=list(K_CANDIDATES),
+                          help="Neighbours for kNN and the anomaly score; with several, validation chooses.")
     protocol.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature.")
     protocol.add_argument("--seed", type=int, default=0, help="Seed of the logistic probe.")
     features = parser.add_argument_group("features")
+    features.add_argument("--pooling", choices=("auto", *POOLINGS), default="auto",
+                          help="Feature of each clip: the CLS token, the mean of the patch tokens, or auto (each "
+                          "protocol takes the one that scores best on validation).")
     features.add_argument("--clips", default="center",
                           help="Clips averaged into one feature per video: center, all or uniform:K.")
     features.add_argument("--frame_stride", type=int, default=None,
@@ -355,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.protocols = tuple(args.protocols)
+    args.k = tuple(args.k)
     results = evaluate_representations(EvalConfig(**vars(args)))
     print(json.dumps({name: results[name] for name in PROTOCOLS if name in results}, indent=2, default=float))
     return 0

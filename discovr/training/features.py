@@ -1,4 +1,5 @@
-"""Frozen-encoder features per video (the CLS token, averaged over clips), cached on disk as safetensors."""
+"""Frozen-encoder features per video (the CLS token or the mean of the patch tokens, averaged over clips), cached
+on disk as safetensors."""
 
 from __future__ import annotations
 
@@ -19,7 +20,27 @@ from ..video_processing_discovr import DiscovrVideoProcessor
 logger = logging.getLogger(__name__)
 
 # Bump when the way features are computed changes, so stale caches are not reused.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
+# "cls": the CLS token; "mean": the mean of the patch tokens (VideoMAE's pooling). Random and pretrained encoders
+# differ in which serves a probe best, so evaluations compare both (docs/benchmarks.md).
+POOLINGS = ("cls", "mean")
+
+
+def encoder_poolings(encoder: torch.nn.Module) -> tuple[str, ...]:
+    """The poolings an encoder offers: both for DISCOVR (CLS first), only `"mean"` for one without a CLS token
+    (such as Transformers' `VideoMAEModel`)."""
+    return POOLINGS if getattr(encoder.config, "model_type", None) == "discovr" else ("mean",)
+
+
+def pool_tokens(last_hidden_state: torch.Tensor, pooling: str, has_cls: bool = True) -> torch.Tensor:
+    """`(B, L, D)` encoder outputs to `(B, D)`: the CLS token, or the mean of the patch tokens."""
+    if pooling == "cls":
+        if not has_cls:
+            raise ValueError("This encoder has no CLS token: use pooling 'mean'")
+        return last_hidden_state[:, 0]
+    if pooling == "mean":
+        return last_hidden_state[:, int(has_cls):].mean(dim=1)
+    raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
 def _weights_fingerprint(model_dir: str | os.PathLike) -> list[tuple[str, int, int]]:
@@ -65,12 +86,14 @@ def extract_features(
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
-) -> torch.Tensor:
+) -> dict[str, torch.Tensor]:
     """
-    The CLS feature of each video, `(num_videos, hidden_size)`, averaged over the clips that `mode` selects.
+    Every pooling the encoder offers ([`encoder_poolings`]) of each video, `{pooling: (num_videos, hidden_size)}`,
+    each averaged over the clips that `mode` selects. One forward pass per clip serves all poolings.
 
     Args:
-        encoder: a `DiscovrModel` (its `last_hidden_state[:, 0]` is the CLS token), in eval mode.
+        encoder: a `DiscovrModel`, or any encoder whose output has `last_hidden_state` (a `VideoMAEModel`), in eval
+            mode.
         processor: defines clip length, stride, size and normalisation.
         videos: video files.
         mode: clips per video, see `resolve_clip_starts` (`"center"`, `"all"`, `"uniform:K"`).
@@ -81,17 +104,21 @@ def extract_features(
     check_clip_mode(mode)
     encoder.eval()
     device = next(encoder.parameters()).device
+    poolings = encoder_poolings(encoder)
+    has_cls = "cls" in poolings
 
-    def cls(pixel_values: torch.Tensor) -> torch.Tensor:
-        return encoder(pixel_values=pixel_values).last_hidden_state[:, 0]
+    def pooled(pixel_values: torch.Tensor) -> torch.Tensor:
+        hidden = encoder(pixel_values=pixel_values).last_hidden_state
+        return torch.stack([pool_tokens(hidden, pooling, has_cls) for pooling in poolings], dim=1)
 
-    features = [
-        run_on_clips(cls, clips, batch_size, device).mean(dim=0)
+    per_video = [
+        run_on_clips(pooled, clips, batch_size, device).mean(dim=0)
         for clips in iter_video_clips(processor, videos, mode, num_workers, progress, description="features")
     ]
-    if not features:
+    if not per_video:
         raise ValueError("extract_features got no videos")
-    return torch.stack(features)
+    stacked = torch.stack(per_video)
+    return {pooling: stacked[:, index].contiguous() for index, pooling in enumerate(poolings)}
 
 
 def cached_features(
@@ -105,7 +132,7 @@ def cached_features(
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
-) -> torch.Tensor:
+) -> dict[str, torch.Tensor]:
     """
     [`extract_features`], read from `cache_dir/<name>-<key>.safetensors` when that file exists.
 
@@ -115,16 +142,16 @@ def cached_features(
     path = Path(cache_dir) / f"{name}-{key[:16]}.safetensors"
     if path.is_file():
         stored = load_file(path)
-        features = stored["features"]
-        if features.shape[0] == len(videos):
-            logger.info("Loaded %s features %s from cache %s", name, tuple(features.shape), path)
-            return features
-        logger.warning("Feature cache %s has %d rows for %d videos; recomputing", path, features.shape[0], len(videos))
+        if set(stored) == set(encoder_poolings(encoder)) and all(t.shape[0] == len(videos) for t in stored.values()):
+            logger.info("Loaded %s features (%s) from cache %s", name, ", ".join(sorted(stored)), path)
+            return stored
+        logger.warning("Feature cache %s does not match %d videos and this encoder's poolings; recomputing", path,
+                       len(videos))
     features = extract_features(encoder, processor, videos, mode, batch_size, num_workers, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"features": features.contiguous()}, str(path), metadata={"key": key, "clip_mode": mode, "split": name})
-    logger.info("Cached %s features %s in %s", name, tuple(features.shape), path)
+    save_file(features, str(path), metadata={"key": key, "clip_mode": mode, "split": name})
+    logger.info("Cached %s features %s in %s", name, {k: tuple(v.shape) for k, v in features.items()}, path)
     return features
 
 
-__all__ = ["cached_features", "extract_features", "feature_cache_key"]
+__all__ = ["POOLINGS", "cached_features", "encoder_poolings", "extract_features", "feature_cache_key", "pool_tokens"]

@@ -95,7 +95,8 @@ def test_feature_cache_reuses_and_invalidates(synthetic_echonet, tiny_encoder_di
 
     first = cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", progress=False)
     again = cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", progress=False)
-    assert first.shape == (len(videos), encoder.config.hidden_size)
+    assert set(first) == {"cls", "mean"}
+    assert first["cls"].shape == first["mean"].shape == (len(videos), encoder.config.hidden_size)
     torch.testing.assert_close(first, again)
     assert calls == ["center"]
     cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", mode="uniform:2", progress=False)
@@ -111,7 +112,7 @@ def test_feature_cache_reuses_and_invalidates(synthetic_echonet, tiny_encoder_di
 def test_eval_end_to_end(synthetic_echonet, tiny_encoder_dir, tmp_path):
     results = evaluate_representations(EvalConfig(
         model_name_or_path=str(tiny_encoder_dir), data_root=str(synthetic_echonet), output_dir=str(tmp_path),
-        k=3, num_workers=0, disable_tqdm=True,
+        k=(3,), num_workers=0, disable_tqdm=True,
     ))
     assert results["classes"] == {0: "Normal", 1: "Abnormal"}
     assert results["videos"] == {"train": 8, "validation": 3, "test": 3}
@@ -134,3 +135,78 @@ def test_eval_refuses_bad_setups(synthetic_echonet, tiny_encoder_dir, tmp_path):
         evaluate_representations(EvalConfig(**common, regression_column="lvef", protocols=("ridge",)))
     with pytest.raises(SystemExit):
         main(["--model_name_or_path", "x", "--data_root", "y", "--output_dir", "z", "--protocols", "segmentation"])
+
+
+def _splits_with_signal(rng, informative: str, offset: float = 0.0):
+    """Two poolings of the same videos: `informative` carries the class (and EF), the other is noise."""
+    result, labels, targets = {"cls": {}, "mean": {}}, {}, {}
+    for split, n in (("train", 120), ("validation", 60), ("test", 60)):
+        y = rng.integers(0, 2, n)
+        signal = rng.normal(size=(n, 6)) * 0.3
+        signal[:, 0] += 3.0 * y
+        noise = rng.normal(size=(n, 6))
+        result[informative][split] = signal + offset
+        result["cls" if informative == "mean" else "mean"][split] = noise + offset
+        labels[split], targets[split] = y, 40.0 + 20.0 * y + rng.normal(0, 1, n)
+    return result, labels, targets
+
+
+@pytest.mark.parametrize("informative", ["cls", "mean"])
+def test_protocols_choose_the_pooling_on_validation(informative):
+    from discovr.training.evaluate_representations import (
+        anomaly_protocol, knn_protocol, linear_protocol, ridge_protocol,
+    )
+
+    features, labels, targets = _splits_with_signal(np.random.default_rng(0), informative)
+    knn = knn_protocol(features, labels, num_classes=2, k_values=(5, 10))
+    assert knn["pooling"] == informative and knn["macro_f1"] > 0.9 and knn["k"] in (5, 10)
+    assert anomaly_protocol(features, labels, normal=0)["pooling"] == informative
+    assert linear_protocol(features, labels, num_classes=2)["pooling"] == informative
+    ridge = ridge_protocol(features, targets)
+    assert ridge["pooling"] == informative and ridge["mae"] < 3.0
+
+
+def test_knn_standardises_features_when_validation_says_so():
+    from discovr.training.evaluate_representations import knn_protocol
+
+    # The class lives in a dimension of tiny raw scale next to large noisy ones, all on a large shared offset, as in
+    # mean-pooled tokens: raw cosines see only the noise; z-scoring with the training split's statistics puts the
+    # class dimension on an equal footing, and validation picks that.
+    rng = np.random.default_rng(1)
+    features, labels = {}, {}
+    for split, n in (("train", 120), ("validation", 60), ("test", 60)):
+        y = rng.integers(0, 2, n)
+        values = rng.normal(size=(n, 4)) * [0.01, 1.0, 1.0, 1.0] + 50.0
+        values[:, 0] += 0.1 * y
+        features[split], labels[split] = values, y
+    knn = knn_protocol({"mean": features}, labels, num_classes=2, k_values=(10,))
+    assert knn["standardized"] is True and knn["macro_f1"] > 0.9
+
+
+def test_features_pool_cls_and_mean_of_patch_tokens(synthetic_echonet, tiny_encoder_dir):
+    from discovr.data import load_echonet_dynamic
+    from discovr.clips import load_video_clips
+
+    encoder = DiscovrModel.from_pretrained(tiny_encoder_dir).eval()
+    processor = DiscovrVideoProcessor.from_pretrained(tiny_encoder_dir)
+    video = list(load_echonet_dynamic(synthetic_echonet)["test"]["video"])[0]
+    features = features_module.extract_features(encoder, processor, [video], progress=False)
+    with torch.no_grad():
+        hidden = encoder(pixel_values=load_video_clips(processor, video, "center").clips()).last_hidden_state
+    torch.testing.assert_close(features["cls"][0], hidden[0, 0])
+    torch.testing.assert_close(features["mean"][0], hidden[0, 1:].mean(0))
+
+
+def test_videomae_encoder_offers_mean_pooling_only(tmp_path):
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    from discovr.training.evaluate_representations import load_encoder
+
+    VideoMAEModel(VideoMAEConfig(image_size=32, num_frames=4, hidden_size=32, num_hidden_layers=1,
+                                 num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path)
+    encoder = load_encoder(tmp_path)
+    assert features_module.encoder_poolings(encoder) == ("mean",)
+    hidden = torch.randn(2, 5, 3)
+    torch.testing.assert_close(features_module.pool_tokens(hidden, "mean", has_cls=False), hidden.mean(1))
+    with pytest.raises(ValueError, match="no CLS token"):
+        features_module.pool_tokens(hidden, "cls", has_cls=False)
