@@ -124,18 +124,24 @@ def _describe_size(config: FinetuneConfig) -> str:
 
 def load_classification_model(
     model_name_or_path: str, num_labels: int, problem_type: str, id2label: dict[int, str], pooling: str = "mean"
-) -> DiscovrForVideoClassification:
+) -> torch.nn.Module:
     """
     Load a saved encoder (`DiscovrModel`, `DiscovrForPreTraining` or a fine-tuned model) with a new head.
 
-    Only head weights may be newly initialised: a directory whose encoder weights do not load raises, instead of
-    silently fine-tuning a random encoder. Pretraining-only weights (image branch, decoder, teachers) are dropped.
+    Another Transformers video encoder with a video-classification class (a `VideoMAEModel`, for comparisons) loads
+    into that class. Only head weights may be newly initialised: a directory whose encoder weights do not load
+    raises, instead of silently fine-tuning a random encoder. Pretraining-only weights (image branch, decoder,
+    teachers) are dropped.
     """
+    model_type = transformers.AutoConfig.from_pretrained(model_name_or_path).model_type
+    model_class = DiscovrForVideoClassification if model_type == "discovr" else transformers.AutoModelForVideoClassification
+    if model_type != "discovr" and pooling != "mean":
+        raise ValueError(f"{model_name_or_path} holds a {model_type} encoder, which has no CLS token: use --pooling mean")
     # Transformers prints a table of every skipped pretraining weight; one summary below says more.
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
-        model, info = DiscovrForVideoClassification.from_pretrained(
+        model, info = model_class.from_pretrained(
             model_name_or_path,
             num_labels=num_labels,
             problem_type=problem_type,
@@ -152,7 +158,7 @@ def load_classification_model(
     encoder_missing = [name for name in new if not name.startswith(HEAD_PREFIXES)]
     if encoder_missing:
         raise ValueError(
-            f"{model_name_or_path} does not hold a complete DISCOVR encoder: {len(encoder_missing)} encoder "
+            f"{model_name_or_path} does not hold a complete {model_type} encoder: {len(encoder_missing)} encoder "
             f"weights are missing or of the wrong shape (e.g. {', '.join(encoder_missing[:5])})"
         )
     if new:
@@ -242,12 +248,14 @@ def apply_mode(model: DiscovrForVideoClassification, config: FinetuneConfig) -> 
         for name in head:
             getattr(model, name).requires_grad_(True)
         if config.mode == "last_k":
-            layers = model.discovr.encoder.layer
+            layers = model.base_model.encoder.layer
             if not 1 <= config.k <= len(layers):
                 raise ValueError(f"--k must be in 1..{len(layers)} for this {len(layers)}-layer encoder, got {config.k}")
             for layer in layers[-config.k:]:
                 layer.requires_grad_(True)
-            model.discovr.layernorm.requires_grad_(True)
+            # A mean-pooling VideoMAE has no final norm of its own; its fc_norm trains with the head.
+            if getattr(model.base_model, "layernorm", None) is not None:
+                model.base_model.layernorm.requires_grad_(True)
     elif config.mode == "lora":
         from peft import LoraConfig, get_peft_model
 

@@ -51,6 +51,31 @@ def changed(before: dict, after: dict, prefix: str) -> bool:
     return any(not torch.equal(before[name], after[name]) for name in names)
 
 
+def test_videomae_encoder_fine_tunes_its_last_blocks(synthetic_echonet, tiny_encoder_dir, tmp_path):
+    # A VideoMAE encoder of the same size, saved with the DISCOVR processor, as the representation benchmark does.
+    from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
+
+    config = DiscovrConfig.from_pretrained(tiny_encoder_dir)
+    encoder_dir = tmp_path / "videomae"
+    VideoMAEModel(VideoMAEConfig(
+        image_size=config.image_size, patch_size=config.patch_size, num_frames=config.num_frames,
+        tubelet_size=config.tubelet_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size,
+    )).save_pretrained(encoder_dir)
+    DiscovrVideoProcessor.from_pretrained(tiny_encoder_dir).save_pretrained(encoder_dir)
+    before = {name: t.clone() for name, t in VideoMAEModel.from_pretrained(encoder_dir).state_dict().items()}
+
+    result = finetune(quick_config(synthetic_echonet, tmp_path / "out", model_name_or_path=str(encoder_dir), k=1))
+    model = VideoMAEForVideoClassification.from_pretrained(tmp_path / "out")
+    after = model.videomae.state_dict()
+    assert not changed(before, after, "encoder.layer.0.")
+    assert changed(before, after, "encoder.layer.1.")
+    assert model.config.problem_type == "regression"
+    assert math.isfinite(result.metrics["test"]["clip_average"]["mae"])
+    with pytest.raises(ValueError, match="has no CLS token"):
+        load_classification_model(str(encoder_dir), 1, "regression", {0: "LVEF"}, pooling="cls")
+
+
 @pytest.mark.parametrize("mode", ["linear", "last_k", "full", "lora"])
 def test_lvef_modes_train_what_they_should(mode, synthetic_echonet, tiny_encoder_dir, tmp_path):
     result = finetune(quick_config(synthetic_echonet, tmp_path, model_name_or_path=str(tiny_encoder_dir), mode=mode, k=1))
