@@ -118,9 +118,9 @@ def _draw_heart(rng: np.random.Generator) -> _Heart:
         wall=rng.uniform(4.5, 7.5),
         wall_thickening=rng.uniform(0.3, 0.6),
         rv_scale=rng.uniform(0.7, 1.3),
-        rv_shortening=rng.uniform(0.05, 0.2),
+        rv_shortening=rng.uniform(0.1, 0.4),
         atrium_scale=rng.uniform(0.8, 1.2),
-        atrial_filling=rng.uniform(0.0, 0.1),
+        atrial_filling=rng.uniform(0.05, 0.3),
         # 30-60 frames per beat at 50 fps is 50-100 bpm, a resting adult's range.
         period=rng.uniform(30.0, 60.0),
         phase=rng.uniform(0.0, 1.0),
