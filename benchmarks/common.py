@@ -16,6 +16,7 @@ import os
 import platform
 import statistics
 import time
+from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
@@ -195,3 +196,39 @@ def setup_logging(verbose: bool = False) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- section:{name} -->", f"<!-- /section:{name} -->"
+
+
+def replace_section(path: Path | str, name: str, lines: Sequence[str]) -> None:
+    """Write `lines` between the markers of section `name` in a markdown file (appended when they are absent).
+
+    Benchmarks too long for `make bench` (the representation-quality run) own such a section; `run_all` keeps
+    every marked section when it regenerates the rest of the file.
+    """
+    path = Path(path)
+    start, end = _markers(name)
+    block = "\n".join([start, *lines, end])
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    path.write_text(text, encoding="utf-8")
+
+
+def marked_sections(text: str) -> list[str]:
+    """Every marked section block of a markdown text, markers included, in order."""
+    blocks = []
+    while "<!-- section:" in text:
+        text = text[text.index("<!-- section:"):]
+        name = text[len("<!-- section:"):text.index(" -->")]
+        end = _markers(name)[1]
+        if end not in text:
+            break
+        blocks.append(text[: text.index(end) + len(end)])
+        text = text[text.index(end) + len(end):]
+    return blocks

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import machine_info, setup_logging
+from benchmarks.common import machine_info, marked_sections, setup_logging
 
 logger = logging.getLogger("benchmarks.run_all")
 
@@ -514,7 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter() - start
     analysis = None if args.quick else ANALYSIS
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render_document(machine, outcomes, total, command.strip(), analysis), encoding="utf-8")
+    # Sections owned by longer benchmarks (`make bench-ssl`) survive the regeneration.
+    kept = marked_sections(output.read_text(encoding="utf-8")) if output.is_file() else []
+    document = render_document(machine, outcomes, total, command.strip(), analysis)
+    output.write_text("\n\n".join([document.rstrip("\n"), *kept]) + "\n", encoding="utf-8")
     logger.info("wrote %s (%.1f min)", output, total / 60)
     if args.json:
         args.json.write_text(json.dumps({o.spec.name: o.result or o.error or o.skipped for o in outcomes},

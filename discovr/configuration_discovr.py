@@ -64,6 +64,9 @@ class DiscovrConfig(PreTrainedConfig):
         video_dino_loss_weight (`float`, defaults to 1.0): weight of the video DINO loss.
         image_dino_loss_weight (`float`, defaults to 0.25): weight of the image DINO loss (the
             published code's effective 256/1024 factor).
+        koleo_loss_weight (`float`, defaults to 0.0): weight of DINOv2's KoLeo regulariser on the student CLS
+            tokens (video local views and image views), which spreads them apart; 0 (the published method) turns
+            it off.
     """
 
     model_type = "discovr"
@@ -115,6 +118,7 @@ class DiscovrConfig(PreTrainedConfig):
         scd_loss_weight: float = 1.0,
         video_dino_loss_weight: float = 1.0,
         image_dino_loss_weight: float = 0.25,
+        koleo_loss_weight: float = 0.0,
         **kwargs,
     ):
         self.image_size = image_size
@@ -162,6 +166,7 @@ class DiscovrConfig(PreTrainedConfig):
         self.scd_loss_weight = scd_loss_weight
         self.video_dino_loss_weight = video_dino_loss_weight
         self.image_dino_loss_weight = image_dino_loss_weight
+        self.koleo_loss_weight = koleo_loss_weight
         super().__init__(**kwargs)
         self.validate()
 
@@ -221,7 +226,7 @@ class DiscovrConfig(PreTrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"`{name}` must lie in [0, 1), got {getattr(self, name)}")
-        for name in ("scd_loss_weight", "video_dino_loss_weight", "image_dino_loss_weight"):
+        for name in ("scd_loss_weight", "video_dino_loss_weight", "image_dino_loss_weight", "koleo_loss_weight"):
             if getattr(self, name) < 0:
                 problems.append(f"`{name}` must be non-negative, got {getattr(self, name)}")
         if self.image_hidden_size != self.hidden_size:

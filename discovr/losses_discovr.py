@@ -78,6 +78,21 @@ def dino_cross_entropy(
     return -(teacher_targets.detach().unsqueeze(1) * student).sum(dim=-1).mean()
 
 
+def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """DINOv2's KoLeo regulariser: -mean log(distance to the nearest neighbour) of L2-normalised features.
+
+    `features` is `(G, N, D)`: G groups (views) of N samples, each group scored on its own. It grows without bound
+    as two samples coincide, so minimising it spreads the features apart (against representation collapse).
+    """
+    normalized = F.normalize(features.float(), dim=-1, eps=eps)
+    similarity = normalized @ normalized.transpose(1, 2)
+    similarity.diagonal(dim1=1, dim2=2).fill_(-2.0)  # never one's own neighbour
+    nearest = similarity.argmax(dim=-1)
+    neighbours = normalized.gather(1, nearest.unsqueeze(-1).expand_as(normalized))
+    distances = (normalized - neighbours).norm(dim=-1)
+    return -(distances + eps).log().mean()
+
+
 @torch.no_grad()
 def update_center(center: torch.Tensor, batch_mean: torch.Tensor, momentum: float) -> None:
     """c <- m * c + (1 - m) * mean over the global batch (processes hold equal batch sizes, as under DDP)."""
@@ -86,4 +101,4 @@ def update_center(center: torch.Tensor, batch_mean: torch.Tensor, momentum: floa
     center.mul_(momentum).add_(batch_mean.reshape(center.shape).to(center.dtype), alpha=1 - momentum)
 
 
-__all__ = ["sinkhorn", "dino_cross_entropy", "dino_teacher_targets", "update_center", "all_reduce"]
+__all__ = ["sinkhorn", "dino_cross_entropy", "dino_teacher_targets", "koleo_loss", "update_center", "all_reduce"]

@@ -15,7 +15,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
 from .configuration_discovr import DiscovrConfig
-from .losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn, update_center
+from .losses_discovr import dino_cross_entropy, dino_teacher_targets, koleo_loss, sinkhorn, update_center
 from .masking_discovr import DiscovrMaskGenerator
 
 logger = logging.get_logger(__name__)
@@ -633,6 +633,7 @@ class DiscovrForPreTrainingOutput(ModelOutput):
     scd_swapped_loss: torch.FloatTensor | None = None
     video_dino_loss: torch.FloatTensor | None = None
     image_dino_loss: torch.FloatTensor | None = None
+    koleo_loss: torch.FloatTensor | None = None
     scd_logits: torch.FloatTensor | None = None
     scd_codes: torch.LongTensor | None = None
     teacher_assignments: torch.LongTensor | None = None
@@ -888,6 +889,13 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
             + config.video_dino_loss_weight * video_dino_loss
             + config.image_dino_loss_weight * image_dino_loss
         )
+        koleo = None
+        if config.koleo_loss_weight > 0:
+            # Per student view, over the batch: the clips' local views, and the frames' image views.
+            koleo = koleo_loss(student[:, 1:, 0].transpose(0, 1)) + koleo_loss(
+                image_student[:, 0].view(frames.shape[0], -1, image_student.shape[-1]).transpose(0, 1)
+            )
+            loss = loss + config.koleo_loss_weight * koleo
 
         output = DiscovrForPreTrainingOutput(
             loss=loss,
@@ -895,6 +903,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
             scd_swapped_loss=scd_swapped_loss,
             video_dino_loss=video_dino_loss,
             image_dino_loss=image_dino_loss,
+            koleo_loss=koleo,
             scd_logits=scd_logits,
             scd_codes=scd_codes,
             teacher_assignments=teacher_scores.argmax(dim=-1),

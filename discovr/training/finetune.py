@@ -468,6 +468,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     best = trainer.model
     if config.mode == "lora":
         best = best.merge_and_unload()
+    elif not isinstance(best, DiscovrForVideoClassification) and trainer.state.best_model_checkpoint:
+        # Trainer reloads the best checkpoint with a plain state-dict load, which skips Transformers' key renames
+        # (VideoMAE stores q_bias/v_bias): those weights would stay at their last-step values. from_pretrained
+        # applies the renames.
+        best = type(best).from_pretrained(trainer.state.best_model_checkpoint)
     if scaling is not None:
         scaling.fold_into(best)
     best.eval()

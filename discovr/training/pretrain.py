@@ -38,7 +38,7 @@ NO_DECAY_NAMES = ("cls_token", "mask_token", "prototypes", "position_embeddings"
 # Output field -> log key (the plots read every key that starts with "loss").
 LOSS_FIELDS = {
     "loss": "loss", "scd_loss": "loss_scd", "video_dino_loss": "loss_video_dino",
-    "image_dino_loss": "loss_image_dino", "scd_swapped_loss": "loss_scd_swapped",
+    "image_dino_loss": "loss_image_dino", "scd_swapped_loss": "loss_scd_swapped", "koleo_loss": "loss_koleo",
 }
 
 

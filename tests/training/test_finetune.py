@@ -51,7 +51,7 @@ def changed(before: dict, after: dict, prefix: str) -> bool:
     return any(not torch.equal(before[name], after[name]) for name in names)
 
 
-def test_videomae_encoder_fine_tunes_its_last_blocks(synthetic_echonet, tiny_encoder_dir, tmp_path):
+def test_videomae_encoder_fine_tunes_its_last_blocks(synthetic_echonet, tiny_encoder_dir, tmp_path, monkeypatch):
     # A VideoMAE encoder of the same size, saved with the DISCOVR processor, as the representation benchmark does.
     from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEModel
 
@@ -65,7 +65,13 @@ def test_videomae_encoder_fine_tunes_its_last_blocks(synthetic_echonet, tiny_enc
     DiscovrVideoProcessor.from_pretrained(tiny_encoder_dir).save_pretrained(encoder_dir)
     before = {name: t.clone() for name, t in VideoMAEModel.from_pretrained(encoder_dir).state_dict().items()}
 
+    reloaded = []
+    original = VideoMAEForVideoClassification.from_pretrained.__func__
+    monkeypatch.setattr(VideoMAEForVideoClassification, "from_pretrained",
+                        classmethod(lambda cls, path, **kw: reloaded.append(str(path)) or original(cls, path, **kw)))
     result = finetune(quick_config(synthetic_echonet, tmp_path / "out", model_name_or_path=str(encoder_dir), k=1))
+    # The best checkpoint is reloaded with from_pretrained, which maps VideoMAE's stored q_bias/v_bias.
+    assert any("checkpoint-" in path for path in reloaded)
     model = VideoMAEForVideoClassification.from_pretrained(tmp_path / "out")
     after = model.videomae.state_dict()
     assert not changed(before, after, "encoder.layer.0.")
