@@ -49,6 +49,8 @@ class DiscovrConfig(PreTrainedConfig):
         dino_hidden_size (`int`, defaults to 2048): DINO head MLP width.
         dino_bottleneck_size (`int`, defaults to 256): DINO head bottleneck width.
         dino_out_dim (`int`, defaults to 16384): DINO head output width.
+        dino_head_batch_norm (`bool`, defaults to `False`): BatchNorm after each hidden layer of the DINO heads
+            (DINO's `use_bn_in_head`); the published model has none.
         dino_student_temperature (`float`, defaults to 0.1): student softmax temperature.
         dino_teacher_temperature (`float`, defaults to 0.07): teacher temperature used when the
             training loop does not pass one (the schedule's final value).
@@ -107,6 +109,7 @@ class DiscovrConfig(PreTrainedConfig):
         dino_hidden_size: int = 2048,
         dino_bottleneck_size: int = 256,
         dino_out_dim: int = 16384,
+        dino_head_batch_norm: bool = False,
         dino_student_temperature: float = 0.1,
         dino_teacher_temperature: float = 0.07,
         dino_center_momentum: float = 0.9,
@@ -155,6 +158,7 @@ class DiscovrConfig(PreTrainedConfig):
         self.dino_hidden_size = dino_hidden_size
         self.dino_bottleneck_size = dino_bottleneck_size
         self.dino_out_dim = dino_out_dim
+        self.dino_head_batch_norm = dino_head_batch_norm
         self.dino_student_temperature = dino_student_temperature
         self.dino_teacher_temperature = dino_teacher_temperature
         self.dino_center_momentum = dino_center_momentum

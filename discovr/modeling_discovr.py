@@ -15,7 +15,14 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
 from .configuration_discovr import DiscovrConfig
-from .losses_discovr import dino_cross_entropy, dino_teacher_targets, koleo_loss, sinkhorn, update_center
+from .losses_discovr import (
+    dino_cross_entropy,
+    dino_teacher_targets,
+    distributed_world,
+    koleo_loss,
+    sinkhorn,
+    update_center,
+)
 from .masking_discovr import DiscovrMaskGenerator
 
 logger = logging.get_logger(__name__)
@@ -314,9 +321,13 @@ class DiscovrPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
         elif isinstance(module, DiscovrEmbeddings):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
             init.copy_(
@@ -552,22 +563,61 @@ class DiscovrWeightNormLinear(nn.Module):
         return nn.functional.linear(hidden_states, weight.to(hidden_states.dtype))
 
 
+class DiscovrGlobalBatchNorm(nn.BatchNorm1d):
+    """`BatchNorm1d` whose training statistics span the global batch of every process.
+
+    Under `torch.distributed` the per-feature sums are all-reduced with autograd, as `SyncBatchNorm` does (which
+    runs on GPUs only), so N processes compute what one process computes on their concatenated batches. Alone, or
+    in eval mode, it is `BatchNorm1d`.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if not (self.training and distributed_world()):
+            return super().forward(hidden_states)
+        from torch.distributed.nn.functional import all_reduce as differentiable_all_reduce
+
+        # float64 sums: E[x^2] - E[x]^2 cancels badly in float32 when the mean is large against the spread.
+        values = hidden_states.double()
+        count = torch.full((1,), float(values.shape[0]), dtype=values.dtype, device=values.device)
+        totals = differentiable_all_reduce(torch.cat((values.sum(0), values.pow(2).sum(0), count)))
+        width = values.shape[1]
+        count = totals[-1]
+        mean = totals[:width] / count
+        variance = (totals[width : 2 * width] / count - mean.pow(2)).clamp_min(0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            unbiased = variance * count / (count - 1).clamp_min(1)
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), self.momentum)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), self.momentum)
+        normalized = ((values - mean) * torch.rsqrt(variance + self.eps)).to(hidden_states.dtype)
+        return normalized * self.weight + self.bias
+
+
 class DiscovrDinoHead(nn.Module):
-    """DINO projection head: 3-layer GELU MLP to a bottleneck, L2 normalisation, weight-normalised output layer."""
+    """DINO projection head: 3-layer GELU MLP to a bottleneck, L2 normalisation, weight-normalised output layer.
+
+    With `config.dino_head_batch_norm`, a BatchNorm over the global batch follows each hidden Linear (DINO's
+    `use_bn_in_head`): it standardises over the batch, so clips whose features differ only slightly still get
+    distinct outputs.
+    """
 
     def __init__(self, config: DiscovrConfig, in_features: int):
         super().__init__()
-        self.mlp = nn.Sequential(
-            nn.Linear(in_features, config.dino_hidden_size),
-            nn.GELU(),
-            nn.Linear(config.dino_hidden_size, config.dino_hidden_size),
-            nn.GELU(),
-            nn.Linear(config.dino_hidden_size, config.dino_bottleneck_size),
-        )
+        hidden = config.dino_hidden_size
+        layers: list[nn.Module] = []
+        for width_in in (in_features, hidden):
+            layers.append(nn.Linear(width_in, hidden))
+            if config.dino_head_batch_norm:
+                layers.append(DiscovrGlobalBatchNorm(hidden))
+            layers.append(nn.GELU())
+        layers.append(nn.Linear(hidden, config.dino_bottleneck_size))
+        self.mlp = nn.Sequential(*layers)
         self.last_layer = DiscovrWeightNormLinear(config.dino_bottleneck_size, config.dino_out_dim)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.last_layer(nn.functional.normalize(self.mlp(hidden_states), dim=-1))
+        # BatchNorm1d takes (N, C): views or frames of several samples are flattened into the batch.
+        bottleneck = self.mlp(hidden_states.flatten(0, -2)).view(*hidden_states.shape[:-1], -1)
+        return self.last_layer(nn.functional.normalize(bottleneck, dim=-1))
 
 
 class DiscovrDecoder(nn.Module):
@@ -616,6 +666,9 @@ class DiscovrForPreTrainingOutput(ModelOutput):
         DINO cross-entropy of the V local-view video students against the video teacher on the full clip.
     image_dino_loss (`torch.FloatTensor` of shape `()`):
         DINO cross-entropy of the masked image-student views against the image teacher, over every frame.
+    koleo_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        The KoLeo regulariser of the student CLS features, when `config.koleo_loss_weight > 0` (added to `loss`
+        with that weight).
     scd_logits (`torch.FloatTensor` of shape `(batch_size, num_patches, num_prototypes)`):
         Decoder prototype scores / `scd_temperature`, tokens in positional (time, height, width) order.
     scd_codes (`torch.LongTensor` of shape `(batch_size, num_patches)`):
@@ -626,6 +679,14 @@ class DiscovrForPreTrainingOutput(ModelOutput):
         Batch mean of the video-teacher head outputs, for `update_centers`.
     image_teacher_mean (`torch.FloatTensor` of shape `(dino_out_dim,)`):
         Batch mean of the image-teacher head outputs (over frames), for `update_centers`.
+    video_teacher_probs (`torch.FloatTensor` of shape `(batch_size, dino_out_dim)`):
+        The video DINO targets: the teacher's centred, sharpened distributions (training health reads them).
+    image_teacher_probs (`torch.FloatTensor` of shape `(batch_size * num_frames, dino_out_dim)`):
+        The image DINO targets, one per frame.
+    video_student_cls (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The video student's CLS feature of the global (SCD) view.
+    video_teacher_cls (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The video teacher's CLS feature of the whole clip.
     """
 
     loss: torch.FloatTensor | None = None

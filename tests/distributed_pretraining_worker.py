@@ -1,7 +1,8 @@
 """Worker of `test_distributed_pretraining.py`, launched with `torchrun --nproc_per_node 2`.
 
-Each process loads the same saved model and takes its share of the saved batch (contiguous rows, by rank),
-runs one forward and one centre update, and writes its Sinkhorn codes and centres to `<dir>/rank<r>.safetensors`.
+Each process loads the same saved model and takes its share of the saved batch (contiguous rows, by rank), runs
+one training-mode forward and backward and one centre update, and writes its Sinkhorn codes, centres, DINO losses
+and the process-averaged gradient of a DINO head's first layer (what DDP applies) to `<dir>/rank<r>.safetensors`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ def main(directory: str) -> None:
     dist.init_process_group("gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     root = Path(directory)
-    model = DiscovrForPreTraining.from_pretrained(root / "model")
+    model = DiscovrForPreTraining.from_pretrained(root / "model").train()
     batch = load_file(root / "batch.safetensors")
     share = batch["pixel_values"].shape[0] // world_size
     rows = slice(rank * share, (rank + 1) * share)
     masks = {name: batch[name][rows] for name in ("global", "local", "image")}
-    with torch.no_grad():
-        output = model(batch["pixel_values"][rows], masks=masks)
-    model.update_centers(output.video_teacher_mean, output.image_teacher_mean)
+    output = model(batch["pixel_values"][rows], masks=masks)
+    output.loss.backward()
+    model.update_centers(output.video_teacher_mean.detach(), output.image_teacher_mean.detach())
+    head_gradient = model.video_student_head.mlp[0].weight.grad.clone()
+    dist.all_reduce(head_gradient)
     save_file(
         {
             "scd_codes": output.scd_codes.contiguous(),
             "video_center": model.video_center.contiguous(),
             "image_center": model.image_center.contiguous(),
+            "dino_losses": torch.stack((output.video_dino_loss, output.image_dino_loss)).detach(),
+            "head_gradient": head_gradient / world_size,
         },
         root / f"rank{rank}.safetensors",
     )
