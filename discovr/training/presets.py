@@ -8,7 +8,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..configuration_discovr import DiscovrConfig
+from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
 
 # `tiny` runs the demo and the tests on a laptop CPU; `small` is ViT-S; `base` is the published ViT-B.
@@ -19,6 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         decoder_intermediate_size=256, num_prototypes=64, image_hidden_size=96, image_num_hidden_layers=2,
         image_num_attention_heads=4, image_intermediate_size=384, dino_hidden_size=256, dino_bottleneck_size=64,
         dino_out_dim=512, num_local_views=2,
+        # Against DINO's uniform collapse on clips whose features barely differ (docs/pretraining.md, "Recipes").
+        dino_head_batch_norm=True, koleo_loss_weight=0.1,
     ),
     "small": dict(
         hidden_size=384, num_attention_heads=6, intermediate_size=1536, decoder_hidden_size=192,
@@ -33,8 +38,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 class PretrainRecipe:
     """How a preset pretrains: the `discovr-pretrain` optimisation defaults that depend on the model size.
 
-    The defaults are the published ViT-B recipe. `docs/pretraining.md` gives the evidence behind every other
-    preset's values; a `discovr-pretrain` flag overrides any of them.
+    The defaults are the published ViT-B recipe. `docs/pretraining.md` ("Recipes") gives the measurements behind
+    every other preset's values; a `discovr-pretrain` flag overrides any of them.
     """
 
     base_lr: float = 1.5e-4  # learning rate for a global batch of 256 clips, scaled linearly
@@ -49,6 +54,7 @@ class PretrainRecipe:
     warmup_teacher_temperature_epochs: float = 30
     center_momentum: float = 0.9
     per_device_batch_size: int = 16
+    clips_per_video: int = 1
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -56,7 +62,12 @@ class PretrainRecipe:
 
 
 RECIPES: dict[str, PretrainRecipe] = {
-    "tiny": PretrainRecipe(base_lr=1.5e-2, warmup_epochs=2, warmup_teacher_temperature_epochs=2),
+    # A run of about 2,000 steps: an EMA horizon of ~100 steps, a sharp teacher from the start, and four clips of
+    # every video per epoch, so that `--epochs 20` trains long enough to learn (docs/pretraining.md, "Recipes").
+    "tiny": PretrainRecipe(
+        base_lr=1.5e-2, warmup_epochs=2, momentum_teacher=0.99, warmup_teacher_temperature=0.04,
+        teacher_temperature=0.04, warmup_teacher_temperature_epochs=0, clips_per_video=4,
+    ),
     "small": PretrainRecipe(),
     "base": PretrainRecipe(),
 }
@@ -82,6 +93,20 @@ def load_model_config(preset: str | None = None, config_file: str | Path | None 
             kwargs.pop(key, None)
     kwargs.update(overrides)
     return DiscovrConfig(**kwargs)
+
+
+def save_random_encoder(
+    config: DiscovrConfig, output_dir: str | os.PathLike, seed: int = 0, frame_stride: int | None = None
+) -> Path:
+    """Save a randomly initialised `DiscovrModel` of `config` with its processor: the baseline every pretrained
+    encoder must beat, loadable by `discovr-eval` and `discovr-finetune` like any encoder directory."""
+    output_dir = Path(output_dir)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        encoder = DiscovrModel(config)
+    encoder.save_pretrained(output_dir)
+    model_processor(config, frame_stride=frame_stride).save_pretrained(output_dir)
+    return output_dir
 
 
 def model_processor(

@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--pediatric_view", default="A4C", choices=("A4C", "PSAX"), help="EchoNet-Pediatric view.")
     data.add_argument("--frame_stride", type=int, default=DEFAULT_FRAME_STRIDE, help="Step between sampled frames.")
     data.add_argument("--no_multi_scale_crop", action="store_true", help="Disable the multi-scale crop augmentation.")
+    data.add_argument("--clips_per_video", type=int, default=None,
+                      help="Independent random clips of every video per epoch (repeated augmentation).")
     data.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process.")
 
     model = parser.add_argument_group("model")
@@ -226,6 +228,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     OUTPUT_DIR/pretrain_args.json, so a run records what it used.
     """
     args = resolve_recipe(args)
+    if args.clips_per_video < 1:
+        raise SystemExit(f"discovr-pretrain: --clips_per_video must be at least 1, got {args.clips_per_video}")
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         # Without it, processes launched on a machine with no accelerator each train alone (DistributedType.NO).
@@ -265,14 +269,18 @@ def pretrain(args: argparse.Namespace) -> dict:
         size={"height": config.image_size, "width": config.image_size},
     )
     videos = load_pretraining_videos(args.data_format, args.data_root, args.manifest, args.split, args.pediatric_view)
-    dataset = PretrainingClips(videos, processor, seed=args.seed, multi_scale_crop=not args.no_multi_scale_crop)
+    dataset = PretrainingClips(
+        videos, processor, seed=args.seed, multi_scale_crop=not args.no_multi_scale_crop,
+        clips_per_video=args.clips_per_video,
+    )
     loader = DataLoader(
         dataset, batch_size=args.per_device_batch_size, shuffle=True, drop_last=True,
         num_workers=args.num_workers, collate_fn=PretrainingCollator(model.mask_generator),
     )
     if len(loader) == 0:
         raise SystemExit(
-            f"discovr-pretrain: {len(videos)} videos give no full batch of {args.per_device_batch_size} per process"
+            f"discovr-pretrain: {len(videos)} videos x {args.clips_per_video} clips give no full batch of "
+            f"{args.per_device_batch_size} per process"
         )
 
     health_pixels = None

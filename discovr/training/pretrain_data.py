@@ -90,24 +90,34 @@ class PretrainingClips(Dataset):
 
     Each item decodes one clip at a random start (with the processor's clip sampler), applies the multi-scale
     crop, then the processor's resize and normalisation. Call `set_epoch` before every epoch.
+
+    With `clips_per_video` K > 1 (repeated augmentation, as in VideoMAE V2's pretraining), an epoch holds K
+    independent clips of every video: item `i` is a clip of video `i % len(videos)` with its own start, crop and
+    masks.
     """
 
-    def __init__(self, videos: Sequence[str], processor: DiscovrVideoProcessor, seed: int = 0, multi_scale_crop: bool = True):
+    def __init__(
+        self, videos: Sequence[str], processor: DiscovrVideoProcessor, seed: int = 0, multi_scale_crop: bool = True,
+        clips_per_video: int = 1,
+    ):
+        if clips_per_video < 1:
+            raise ValueError(f"clips_per_video must be at least 1, got {clips_per_video}")
         self.videos = list(videos)
         self.processor = processor
         self.seed = seed
         self.multi_scale_crop = multi_scale_crop
+        self.clips_per_video = clips_per_video
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.videos)
+        return len(self.videos) * self.clips_per_video
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         generator = sample_generator(self.seed, self.epoch, index)
-        path = self.videos[index]
+        path = self.videos[index % len(self.videos)]
         frames, _ = self.processor.fetch_videos(
             path, lambda metadata: self.processor.sample_frames(metadata, do_random_start=True, generator=generator)
         )

@@ -94,6 +94,45 @@ def test_multi_scale_crop_stays_inside_the_frame():
     assert (112, 73) not in sides and len(sides) > 4
 
 
+def test_clips_per_video_repeats_every_video_with_its_own_clip(synthetic_echonet, monkeypatch):
+    from discovr import DiscovrVideoProcessor
+    from discovr.training.pretrain_data import PretrainingClips, load_pretraining_videos
+
+    videos = load_pretraining_videos("echonet_dynamic", synthetic_echonet)[:3]
+    processor = DiscovrVideoProcessor(num_frames=4, frame_stride=2, size={"height": 32, "width": 32})
+    once = PretrainingClips(videos, processor, seed=0)
+    repeated = PretrainingClips(videos, processor, seed=0, clips_per_video=3)
+    assert len(repeated) == 3 * len(once) == 9
+
+    decoded = []
+    original = type(processor).fetch_videos
+    monkeypatch.setattr(type(processor), "fetch_videos", lambda self, path, *a, **k: (decoded.append(path),
+                                                                                       original(self, path, *a, **k))[1])
+    clips = [repeated[i]["pixel_values"] for i in (0, 3, 6)]
+    assert decoded == [videos[0]] * 3
+    # Each repeat has its own start and crop; the first is the clip an un-repeated epoch draws.
+    assert not torch.equal(clips[0], clips[1]) and not torch.equal(clips[1], clips[2])
+    assert torch.equal(clips[0], once[0]["pixel_values"])
+    with pytest.raises(ValueError, match="clips_per_video"):
+        PretrainingClips(videos, processor, clips_per_video=0)
+
+
+def test_recipes_fill_unset_flags_and_flags_override_them():
+    from discovr.training.pretrain import resolve_recipe
+    from discovr.training.presets import RECIPES
+
+    base = ["--data_root", "d", "--output_dir", "o"]
+    tiny = resolve_recipe(build_parser().parse_args([*base, "--preset", "tiny"]))
+    assert tiny.recipe == "tiny" and tiny.clips_per_video == RECIPES["tiny"].clips_per_video
+    assert tiny.teacher_temperature == RECIPES["tiny"].teacher_temperature
+    overridden = resolve_recipe(build_parser().parse_args([*base, "--preset", "tiny", "--clips_per_video", "1",
+                                                           "--momentum_teacher", "0.996"]))
+    assert overridden.clips_per_video == 1 and overridden.momentum_teacher == 0.996
+    # A config file takes the published recipe unless one is named.
+    published = resolve_recipe(build_parser().parse_args([*base, "--config", "c.json"]))
+    assert published.recipe == "base" and published.base_lr == 1.5e-4 and published.clips_per_video == 1
+
+
 def test_help_is_complete():
     text = build_parser().format_help()
     for flag in ("--data_format", "--preset", "--config", "--mixed_precision", "--gradient_accumulation_steps",
