@@ -96,14 +96,15 @@ def encoder_rankme(encoder: torch.nn.Module, pixel_values: torch.Tensor, batch_s
 class CollapseMonitor:
     """Warns, once per branch, when a DINO loss sits within `tolerance` of ln(dino_out_dim) past warm-up.
 
-    `patience` logged steps in a row must be at the plateau: one noisy step is not a collapse.
+    `patience` logged steps in a row must be at the plateau: one noisy step is not a collapse. The warning names
+    the branch, the step the plateau began and the remedies (`docs/pretraining.md`, "Training health").
     """
 
     dino_out_dim: int
     warmup_steps: int
     patience: int = 3
     tolerance: float = COLLAPSE_TOLERANCE
-    _streaks: dict[str, int] = field(default_factory=dict)
+    _streaks: dict[str, list[int]] = field(default_factory=dict)
     warned: set[str] = field(default_factory=set)
 
     @property
@@ -115,16 +116,21 @@ class CollapseMonitor:
         newly_warned = []
         for branch, loss in losses.items():
             at_plateau = step >= self.warmup_steps and abs(loss - self.plateau) <= self.tolerance * self.plateau
-            self._streaks[branch] = self._streaks.get(branch, 0) + 1 if at_plateau else 0
-            if self._streaks[branch] >= self.patience and branch not in self.warned:
+            streak = self._streaks.setdefault(branch, [])
+            if not at_plateau:
+                streak.clear()
+                continue
+            streak.append(step)
+            if len(streak) >= self.patience and branch not in self.warned:
                 self.warned.add(branch)
                 newly_warned.append(branch)
                 logger.warning(
                     "The %s DINO loss has stayed at ln(dino_out_dim) = %.3f since step %d: its teacher is uniform and "
-                    "gives no signal (collapse). Try a lower teacher temperature (--teacher_temperature), a lower "
-                    "--base_lr, a longer --warmup_epochs or --freeze_last_layer_epochs; docs/pretraining.md "
-                    "(\"Training health\") lists the remedies.",
-                    branch, self.plateau, step,
+                    "gives no signal (collapse). Try a lower --teacher_temperature (and "
+                    "--warmup_teacher_temperature), BatchNorm in the DINO heads (dino_head_batch_norm) or the KoLeo "
+                    "regulariser (koleo_loss_weight) in the model config, or a lower --base_lr; docs/pretraining.md "
+                    "(\"Training health\") explains each.",
+                    branch, self.plateau, streak[0],
                 )
         return newly_warned
 
