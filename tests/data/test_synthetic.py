@@ -101,6 +101,40 @@ def test_ef_and_fac_spread_of_the_heart_draws():
     assert fac.min() < 0.23 and fac.max() > 0.55
 
 
+def cross_validated_r2(features: np.ndarray, targets: np.ndarray) -> float:
+    """R² of 5-fold cross-validated ridge predictions (standardised features, alpha chosen inside each fold)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-2, 4, 13)))
+    predicted = cross_val_predict(model, features, targets, cv=KFold(5, shuffle=True, random_state=0))
+    return float(1 - ((predicted - targets) ** 2).sum() / ((targets - targets.mean()) ** 2).sum())
+
+
+def test_ef_is_in_the_motion_not_in_simple_pixel_statistics(tmp_path):
+    """A ridge on brightness, contrast and how much of the sector is dark or bright explains almost none of EF;
+    one on where the image changes over a beat explains most of it. So a representation has to see the cavity
+    move to predict EF, which is what the benchmarks of pretraining rely on (docs/data.md)."""
+    make_synthetic_echonet(tmp_path, num_videos=120, seed=5, min_seconds=2.0, max_seconds=2.2, progress=False)
+    table = pd.read_csv(tmp_path / "FileList.csv")
+    statistics, motion = [], []
+    for name in table.FileName:
+        frames, _ = read_video(tmp_path / "Videos" / f"{name}.avi")
+        gray = frames.float().mean(dim=1)[:60]  # the first 1.2 s: at least one beat at 50-100 bpm
+        sector = gray.mean(dim=0) > 0
+        statistics.append([
+            gray.mean(), gray.std(), (gray[:, sector] < 20).float().mean(), (gray[:, sector] > 120).float().mean()
+        ])
+        # Temporal std of 14x14-pixel blocks: where, and how much, the picture changes over the beat.
+        blocks = torch.nn.functional.avg_pool2d(gray[:, None], 14).squeeze(1)
+        motion.append(blocks.std(dim=0).flatten())
+    ef = table.EF.to_numpy()
+    assert cross_validated_r2(np.array(statistics), ef) < 0.2
+    assert cross_validated_r2(torch.stack(motion).numpy(), ef) > 0.45
+
+
 def test_same_seed_same_data(tmp_path):
     first = make_synthetic_echonet(tmp_path / "a", num_videos=2, seed=3, min_seconds=2, max_seconds=2, progress=False)
     second = make_synthetic_echonet(tmp_path / "b", num_videos=2, seed=3, min_seconds=2, max_seconds=2, progress=False)
