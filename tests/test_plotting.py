@@ -171,6 +171,28 @@ def test_training_curves_one_line_per_loss_key(tmp_path):
     _assert_png(png, _pixel_size(figure))
 
 
+def test_training_curves_show_the_pretraining_health(tmp_path):
+    """Each health group the log holds gets its own panel between the losses and the lr; the entropy panel marks
+    the uniform-teacher line; groups the log lacks get none."""
+    rows = [
+        {"step": step, "lr": 1e-3, "loss": 9.0, "video_teacher_entropy": 0.9, "image_teacher_entropy": 0.7,
+         "scd_codes_used": 60, "scd_code_perplexity": 55.0, "video_teacher_rankme": 4.0 + step}
+        for step in range(1, 6)
+    ]
+    path = _write_jsonl(tmp_path / "log.jsonl", rows)
+    figure = plotting.training_curves_figure(path)
+    loss_ax, entropy_ax, counts_ax, lr_ax = figure.axes
+    assert [line.get_label() for line in entropy_ax.get_lines()] == [
+        "video_teacher_entropy", "image_teacher_entropy", "uniform teacher"
+    ]
+    assert list(entropy_ax.get_lines()[-1].get_ydata()) == [1.0, 1.0]
+    assert [line.get_label() for line in counts_ax.get_lines()] == [
+        "scd_code_perplexity", "scd_codes_used", "video_teacher_rankme"
+    ]
+    assert list(counts_ax.get_lines()[2].get_ydata()) == [5.0, 6.0, 7.0, 8.0, 9.0]
+    assert lr_ax.get_xlabel() == "optimiser step"
+
+
 def test_training_curves_accepts_trainer_learning_rate(tmp_path):
     path = _write_jsonl(tmp_path / "log.jsonl", [{"step": 1, "learning_rate": 1e-3, "loss": 2.0}])
     assert plotting.read_training_log(path).loc[1, "lr"] == 1e-3

@@ -151,6 +151,11 @@ def test_end_to_end_then_resume(synthetic_echonet, tiny_config_file, tmp_path):
     for row in log:
         for key in ("loss", "loss_scd", "loss_video_dino", "loss_image_dino", "loss_scd_swapped"):
             assert math.isfinite(row[key])
+        # Training health at every logging step (the RankMe clips come from the validation split).
+        assert 0 <= row["video_teacher_entropy"] <= 1 + 1e-6 and 0 <= row["image_teacher_entropy"] <= 1 + 1e-6
+        assert row["scd_codes_used"] >= 1 and row["scd_code_perplexity"] >= 1
+        assert row["video_student_cls_std"] > 0 and row["video_teacher_cls_std"] > 0
+        assert row["video_teacher_rankme"] >= 1
     # Warmup: the lr and the teacher temperature rise, the teacher momentum starts its cosine at 0.996.
     assert log[0]["lr"] == 0.0 and log[-1]["lr"] > log[1]["lr"] > 0
     assert log[0]["teacher_temperature"] == pytest.approx(0.04) and log[-1]["teacher_temperature"] > 0.04
