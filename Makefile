@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install ffmpeg test test-all demo bench clean
+.PHONY: install ffmpeg test test-all demo bench bench-ssl clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ demo: install
 
 bench: install
 	$(PY) -m benchmarks.run_all
+
+# Pretraining quality: DISCOVR against random init and VideoMAE on frozen probes and fine-tuning (~1 h on 2 cores).
+bench-ssl: install
+	$(PY) -m benchmarks.representation_quality
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -73,13 +73,15 @@ def model_config(preset: str, overrides: dict | None = None):
 
 def pretrain_discovr(args: argparse.Namespace, method: str, seed: int, run_dir: Path) -> dict:
     """`discovr-pretrain` with the preset's recipe and the variant's loss weights; returns time and last health."""
+    from discovr.training.presets import RECIPES
     from discovr.training.pretrain import build_parser, pretrain
 
     config = model_config(args.preset, DISCOVR_VARIANTS[method])
     config_file = run_dir / "model_config.json"
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file.write_text(config.to_json_string())
-    steps_per_epoch = max(1, args.num_train_videos // args.batch_size)
+    # The schedules span exactly the benchmark's steps (the recipe's clips per video make an epoch longer).
+    steps_per_epoch = max(1, args.num_train_videos * RECIPES[args.preset].clips_per_video // args.batch_size)
     argv = [
         "--data_root", str(args.data_dir), "--config", str(config_file), "--recipe", args.preset,
         "--output_dir", str(run_dir), "--epochs", str(math.ceil(args.steps / steps_per_epoch)),
@@ -95,14 +97,9 @@ def pretrain_discovr(args: argparse.Namespace, method: str, seed: int, run_dir: 
 
 
 def save_random_encoder(args: argparse.Namespace, seed: int, run_dir: Path) -> dict:
-    from discovr import DiscovrModel
-    from discovr.training.presets import model_processor
+    from discovr.training.presets import save_random_encoder as save
 
-    torch.manual_seed(seed)
-    config = model_config(args.preset)
-    encoder_dir = run_dir / "encoder"
-    DiscovrModel(config).save_pretrained(encoder_dir)
-    model_processor(config).save_pretrained(encoder_dir)
+    encoder_dir = save(model_config(args.preset), run_dir / "encoder", seed=seed)
     return {"seconds": 0.0, "steps": 0, "encoder_dir": str(encoder_dir)}
 
 
@@ -113,7 +110,7 @@ def pretrain_baseline(args: argparse.Namespace, seed: int, run_dir: Path) -> dic
     result = pretrain_videomae(
         args.data_dir, run_dir / "encoder", config, model_processor(config), args.steps, args.batch_size,
         base_lr=args.videomae_base_lr, warmup_epochs=RECIPES[args.preset].warmup_epochs, seed=seed,
-        num_workers=args.num_workers, progress=False,
+        num_workers=args.num_workers, progress=False, clips_per_video=RECIPES[args.preset].clips_per_video,
     )
     return {**result, "encoder_dir": str(run_dir / "encoder")}
 
@@ -300,10 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="tiny", choices=("tiny", "small"),
                         help="Model size and recipe (small is meant for a GPU).")
     parser.add_argument("--num_videos", type=int, default=600, help="Synthetic videos (at least 600 for the report).")
-    parser.add_argument("--data_seed", type=int, default=11, help="Seed of the synthetic data set.")
+    parser.add_argument("--data_seed", type=int, default=3,
+                        help="Seed of the synthetic data set (the tiny recipe was chosen on seed 11; keep them apart).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="Pretraining seeds.")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=600, help="Pretraining optimiser steps of every method.")
+    parser.add_argument("--steps", type=int, default=1040,
+                        help="Pretraining optimiser steps of every method (the tiny recipe's 20 epochs are 2,080).")
     parser.add_argument("--batch_size", type=int, default=16, help="Pretraining clips per step.")
     parser.add_argument("--videomae_base_lr", type=float, default=1.5e-2, help="VideoMAE learning rate per 256 clips.")
     parser.add_argument("--clips", default="uniform:4", help="Clips averaged per video by the probes and evaluations.")
@@ -311,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--finetune_lr", type=float, default=5e-4, help="LVEF fine-tuning learning rate.")
     parser.add_argument("--label_fractions", type=float, nargs="+", default=[1.0, 0.1],
                         help="Shares of the training labels used by fine-tuning.")
-    parser.add_argument("--num_workers", type=int, default=0, help="Video-decoding workers.")
+    parser.add_argument("--num_workers", type=int, default=2, help="Video-decoding workers.")
     parser.add_argument("--output_dir", type=Path, default=REPO_ROOT / "benchmark_output" / "representation_quality",
                         help="Data, runs and results.json.")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",

@@ -53,15 +53,17 @@ def pretrain_videomae(
     seed: int = 0,
     num_workers: int = 0,
     progress: bool = True,
+    clips_per_video: int = 1,
 ) -> dict:
     """Pretrain VideoMAE for `steps` optimiser steps; saves the encoder to `output_dir`. Returns the losses and time.
 
-    `base_lr` is per 256 clips, scaled linearly by `batch_size`, as in `discovr-pretrain`.
+    `base_lr` is per 256 clips, scaled linearly by `batch_size`, and `clips_per_video` clips of every video make
+    an epoch, as in `discovr-pretrain`.
     """
     torch.manual_seed(seed)
     model = VideoMAEForPreTraining(videomae_config(config))
     videos = load_pretraining_videos("echonet_dynamic", data_root)
-    dataset = PretrainingClips(videos, processor, seed=seed)
+    dataset = PretrainingClips(videos, processor, seed=seed, clips_per_video=clips_per_video)
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=num_workers,
         collate_fn=PretrainingCollator(DiscovrMaskGenerator.from_config(config)),

@@ -143,3 +143,46 @@ def test_run_all_renders_every_result(quick_results, tmp_path) -> None:
 def test_run_all_quick_requires_output() -> None:
     with pytest.raises(SystemExit):
         run_all.main(["--quick"])
+
+
+def test_representation_quality_quick(tmp_path) -> None:
+    """Every method (random init, DISCOVR and its ablations, VideoMAE) pretrains, is probed and fine-tuned."""
+    from benchmarks import representation_quality
+
+    result = run_quick("representation_quality", "--output_dir", str(tmp_path), "--docs", "-")
+    assert set(result["summary"]) == set(representation_quality.METHODS)
+    for method, entry in result["summary"].items():
+        for key in ("ridge_mae", "ridge_r2", "knn_macro_f1", "anomaly_auroc"):
+            mean, std = entry[key]
+            assert math.isfinite(mean) and std == 0.0  # one seed in --quick
+        if method in representation_quality.FINETUNED:
+            assert math.isfinite(entry["finetune_1_mae"][0])
+    assert all(result["flops_per_step"][m] > 0 for m in representation_quality.METHODS if m != "random")
+    assert (tmp_path / "results.json").is_file()
+
+
+def test_representation_quality_verdict_and_report(tmp_path) -> None:
+    """The verdict checks the issue's targets on the numbers, both ways; the report renders a row per method."""
+    from types import SimpleNamespace
+
+    from benchmarks.representation_quality import render, verdict
+
+    def entry(ridge, ridge_std, f1, auroc=0.7):
+        return {"ridge_mae": (ridge, ridge_std), "ridge_r2": (0.3, 0.01), "knn_macro_f1": (f1, 0.01),
+                "anomaly_auroc": (auroc, 0.01), "baseline_mae": (14.0, 0.0), "pretrain_seconds": (60.0, 1.0),
+                "finetune_1_mae": (8.0, 0.5)}
+
+    summary = {"random": entry(14.0, 0.2, 0.50), "discovr": entry(11.0, 0.3, 0.60, 0.75), "videomae": entry(13.0, 0.2, 0.55)}
+    lines = verdict(summary)
+    assert "met" in lines[0] and "missed" not in lines[0]
+    assert "higher" in lines[1] and "not higher" not in lines[1]
+    assert "ridge MAE, kNN F1, anomaly AUROC" in lines[2]
+    summary["discovr"] = entry(12.5, 0.9, 0.45)  # 11% better, and a gap smaller than two seed stds
+    lines = verdict(summary)
+    assert "missed" in lines[0] and "not higher" in lines[1]
+
+    args = SimpleNamespace(num_videos=600, data_seed=3, preset="tiny", steps=1040, batch_size=16, seeds=[0, 1, 2],
+                           clips="uniform:4", label_fractions=[1.0])
+    machine = {"date": "today", "cpu_model": "cpu", "logical_cpus": 2, "torch": "2"}
+    text = "\n".join(render(args, summary, {"discovr": 2e9, "videomae": 1e9}, machine, None))
+    assert text.count("\n| ") >= 4 and "| DISCOVR | 12.50 ± 0.90" in text
