@@ -7,6 +7,7 @@ asserted, since speed on a shared machine is not a test outcome. The benchmarks 
 from __future__ import annotations
 
 import importlib
+import json
 import math
 
 import pytest
@@ -160,6 +161,13 @@ def test_representation_quality_quick(tmp_path) -> None:
     assert all(result["flops_per_step"][m] > 0 for m in representation_quality.METHODS if m != "random")
     assert (tmp_path / "results.json").is_file()
 
+    # A second invocation with the same settings reuses every finished run instead of redoing it.
+    record_file = tmp_path / "runs" / "discovr" / "seed0" / "record.json"
+    stamp = record_file.stat().st_mtime_ns
+    again = run_quick("representation_quality", "--output_dir", str(tmp_path), "--docs", "-", "--methods", "discovr")
+    assert record_file.stat().st_mtime_ns == stamp
+    assert again["records"]["discovr"] == json.loads(json.dumps(result["records"]["discovr"], default=str))
+
 
 def test_representation_quality_verdict_and_report(tmp_path) -> None:
     """The verdict checks the issue's targets on the numbers, both ways; the report renders a row per method."""
@@ -170,7 +178,7 @@ def test_representation_quality_verdict_and_report(tmp_path) -> None:
     def entry(ridge, ridge_std, f1, auroc=0.7):
         return {"ridge_mae": (ridge, ridge_std), "ridge_r2": (0.3, 0.01), "knn_macro_f1": (f1, 0.01),
                 "anomaly_auroc": (auroc, 0.01), "baseline_mae": (14.0, 0.0), "pretrain_seconds": (60.0, 1.0),
-                "finetune_1_mae": (8.0, 0.5)}
+                "finetune_1_mae": (8.0, 0.5), "seeds": 3}
 
     summary = {"random": entry(14.0, 0.2, 0.50), "discovr": entry(11.0, 0.3, 0.60, 0.75), "videomae": entry(13.0, 0.2, 0.55)}
     lines = verdict(summary)
@@ -182,7 +190,10 @@ def test_representation_quality_verdict_and_report(tmp_path) -> None:
     assert "missed" in lines[0] and "not higher" in lines[1]
 
     args = SimpleNamespace(num_videos=600, data_seed=3, preset="tiny", steps=1040, batch_size=16, seeds=[0, 1, 2],
-                           clips="uniform:4", label_fractions=[1.0])
+                           ablation_seeds=[0], clips="uniform:4", label_fractions=[1.0])
     machine = {"date": "today", "cpu_model": "cpu", "logical_cpus": 2, "torch": "2"}
     text = "\n".join(render(args, summary, {"discovr": 2e9, "videomae": 1e9}, machine, None))
-    assert text.count("\n| ") >= 4 and "| DISCOVR | 12.50 ± 0.90" in text
+    assert text.count("\n| ") >= 4 and "| DISCOVR | 3 | 12.50 ± 0.90" in text
+    summary["discovr"]["seeds"] = 1  # one seed: no spread is shown rather than a made-up "± 0.00"
+    text = "\n".join(render(args, summary, {}, machine, None))
+    assert "| DISCOVR | 1 | 12.50 | 0.30 | 0.450 |" in text
