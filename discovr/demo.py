@@ -1,9 +1,10 @@
-"""`make demo`: the whole DISCOVR workflow on built-in synthetic echo data, on a CPU, in a few minutes.
+"""`make demo`: the whole DISCOVR workflow on built-in synthetic echo data, on a CPU, in about ten minutes.
 
 1. make a synthetic EchoNet-Dynamic folder (reused when it is already there);
-2. pretrain DISCOVR (tiny preset) with `discovr-pretrain`;
-3. fine-tune the encoder for LVEF with `discovr-finetune` (Trainer);
-4. predict EF with `pipeline("video-classification")`;
+2. pretrain DISCOVR (tiny preset and its recipe) with `discovr-pretrain`;
+3. score what pretraining buys: a frozen ridge probe of LVEF (`discovr-eval`) and LVEF fine-tuning
+   (`discovr-finetune`, Trainer), each from the DISCOVR encoder and from a randomly initialised one;
+4. predict EF with `pipeline("video-classification")` from the model fine-tuned from DISCOVR;
 5. draw the plots: training curves, LVEF scatter, Bland-Altman, ROC and cluster maps.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,21 +36,33 @@ def ensure_data(data_dir: Path, num_videos: int, seed: int) -> Path:
     return data_dir
 
 
-def run_pretraining(data_dir: Path, output_dir: Path, steps: int, seed: int) -> dict:
+def run_pretraining(data_dir: Path, output_dir: Path, epochs: int, seed: int) -> dict:
+    """`discovr-pretrain --preset tiny --epochs N`: every other setting is the tiny recipe's."""
     from .training.pretrain import build_parser, pretrain
 
-    batch_size = 8
-    num_train = int((pd.read_csv(data_dir / "FileList.csv")["Split"].str.upper() == "TRAIN").sum())
-    # The schedules span exactly the requested steps, so the warmup and the decay both show in the curves.
-    epochs = math.ceil(steps / max(1, num_train // batch_size))
     args = build_parser().parse_args([
-        "--data_root", str(data_dir), "--preset", "tiny", "--output_dir", str(output_dir),
-        "--epochs", str(epochs), "--warmup_epochs", str(epochs / 4),
-        "--warmup_teacher_temperature_epochs", str(epochs / 2), "--max_steps", str(steps),
-        "--per_device_batch_size", str(batch_size), "--base_lr", "1.5e-2",
-        "--num_workers", "2", "--logging_steps", "1", "--save_steps", str(steps), "--seed", str(seed),
+        "--data_root", str(data_dir), "--preset", "tiny", "--output_dir", str(output_dir), "--epochs", str(epochs),
+        "--num_workers", "2", "--logging_steps", "25", "--save_steps", "1000000", "--seed", str(seed),
     ])
     return pretrain(args)
+
+
+def save_random_encoder(output_dir: Path, seed: int) -> Path:
+    """A randomly initialised tiny encoder: what fine-tuning and the probe would start from without pretraining."""
+    from .training.presets import load_model_config
+    from .training.presets import save_random_encoder as save
+
+    return save(load_model_config("tiny"), output_dir, seed=seed)
+
+
+def run_ridge_probe(data_dir: Path, encoder_dir: Path, output_dir: Path) -> dict:
+    """Frozen ridge probe of LVEF: pooling and regularisation chosen on validation, scored on test."""
+    from .training.evaluate_representations import EvalConfig, evaluate_representations
+
+    return evaluate_representations(EvalConfig(
+        model_name_or_path=str(encoder_dir), data_root=str(data_dir), output_dir=str(output_dir),
+        protocols=("ridge",), clips="uniform:4", num_workers=2, disable_tqdm=True,
+    ))["ridge"]
 
 
 def run_finetuning(data_dir: Path, encoder_dir: Path, output_dir: Path, epochs: float, seed: int):
@@ -59,7 +71,7 @@ def run_finetuning(data_dir: Path, encoder_dir: Path, output_dir: Path, epochs: 
     return finetune(FinetuneConfig(
         output_dir=str(output_dir), data_root=str(data_dir), model_name_or_path=str(encoder_dir), task="lvef",
         mode="full", num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=5e-4,
-        eval_clips="uniform:4", num_workers=2, logging_steps=5, seed=seed,
+        eval_clips="uniform:4", num_workers=2, logging_steps=5, seed=seed, disable_tqdm=True,
     ))
 
 
@@ -99,39 +111,56 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m discovr.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="demo_output", help="Where everything is written.")
-    parser.add_argument("--num_videos", type=int, default=120, help="Synthetic videos to generate.")
-    parser.add_argument("--pretrain_steps", type=int, default=50, help="Pretraining optimiser steps.")
-    parser.add_argument("--finetune_epochs", type=float, default=60, help="LVEF fine-tuning epochs.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the data and of both runs.")
+    parser.add_argument("--num_videos", type=int, default=600, help="Synthetic videos to generate.")
+    parser.add_argument("--pretrain_epochs", type=int, default=10,
+                        help="Pretraining epochs of the tiny recipe (each draws 4 clips of every training video).")
+    parser.add_argument("--finetune_epochs", type=float, default=8, help="LVEF fine-tuning epochs.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data and of every run.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     out = Path(args.output_dir).resolve()
-    data_dir, pretrain_dir, finetune_dir, plots_dir = out / "data", out / "pretrain", out / "finetune", out / "plots"
+    data_dir, pretrain_dir, plots_dir = out / "data", out / "pretrain", out / "plots"
+    encoders = {"DISCOVR": pretrain_dir / "encoder", "random init": out / "random_encoder"}
+    finetune_dirs = {"DISCOVR": out / "finetune", "random init": out / "finetune_random_init"}
     timings: dict[str, float] = {}
     start = time.perf_counter()
     timed("1. synthetic data", timings, ensure_data, data_dir, args.num_videos, args.seed)
-    timed("2. pretraining", timings, run_pretraining, data_dir, pretrain_dir, args.pretrain_steps, args.seed)
-    result = timed("3. LVEF fine-tuning", timings, run_finetuning, data_dir, pretrain_dir / "encoder", finetune_dir,
-                   args.finetune_epochs, args.seed)
-    test_table = result.predictions
+    timed("2. pretraining", timings, run_pretraining, data_dir, pretrain_dir, args.pretrain_epochs, args.seed)
+    save_random_encoder(encoders["random init"], args.seed)
+    probes, finetuned = {}, {}
+    for name, encoder_dir in encoders.items():
+        slug = name.replace(" ", "_")
+        probes[name] = timed(f"3. ridge probe, {name}", timings, run_ridge_probe, data_dir, encoder_dir,
+                             out / f"eval_{slug}")
+        finetuned[name] = timed(f"3. fine-tuning, {name}", timings, run_finetuning, data_dir, encoder_dir,
+                                finetune_dirs[name], args.finetune_epochs, args.seed)
+    finetune_dir = finetune_dirs["DISCOVR"]
+    test_table = finetuned["DISCOVR"].predictions
     videos = [str(data_dir / "Videos" / f"{name}.avi") for name in test_table.FileName[:4]]
     predictions = timed("4. pipeline", timings, run_pipeline, finetune_dir, videos)
     plots = timed("5. plots", timings, draw_plots, pretrain_dir, finetune_dir, videos[0], plots_dir)
     total = time.perf_counter() - start
 
-    test = result.metrics["test"]
-    mae, baseline = test["clip_average"]["mae"], test["train_mean_baseline"]["mae"]
-    summary = {
-        "test videos": test["videos"], "test MAE (EF %)": round(mae, 2), "mean-baseline MAE": round(baseline, 2),
-        "MAE / baseline": round(mae / baseline, 2), "time (s)": round(total, 1),
+    baseline = finetuned["DISCOVR"].metrics["test"]["train_mean_baseline"]["mae"]
+    comparison = {
+        name: {
+            "frozen ridge MAE": round(probes[name]["mae"], 2),
+            "fine-tuned MAE": round(finetuned[name].metrics["test"]["clip_average"]["mae"], 2),
+        }
+        for name in encoders
     }
-    (out / "summary.json").write_text(json.dumps({**summary, "timings_s": timings}, indent=2))
+    summary = {
+        "test videos": finetuned["DISCOVR"].metrics["test"]["videos"], "mean-baseline MAE": round(baseline, 2),
+        "time (s)": round(total, 1),
+    }
+    (out / "summary.json").write_text(json.dumps({**summary, "lvef_test_mae": comparison, "timings_s": timings},
+                                                 indent=2))
 
     lines = ["", "DISCOVR demo: done", f"outputs in {out}"]
     lines += [f"  {label:<28} {path}" for label, path in (
         ("synthetic data", data_dir), ("pretrained model", pretrain_dir / "pretrained"),
-        ("pretrained encoder", pretrain_dir / "encoder"), ("fine-tuned LVEF model", finetune_dir),
+        ("pretrained encoder", encoders["DISCOVR"]), ("fine-tuned LVEF model", finetune_dir),
         ("test predictions", finetune_dir / "predictions.csv"),
     )]
     lines += [f"  plot: {path}" for path in plots]
@@ -140,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     for video, prediction in zip(videos, predictions):
         name = Path(video).stem
         lines.append(f"  {name}: predicted {prediction['score']:.1f}%  (true {truth[name]:.1f}%)")
-    lines += ["", f"{'stage':<22} {'seconds':>8}"] + [f"{name:<22} {seconds:>8.1f}" for name, seconds in timings.items()]
+    lines += ["", f"What pretraining buys: LVEF test MAE (EF points; predicting the training mean gives {baseline:.2f})",
+              f"  {'encoder':<14} {'frozen ridge':>13} {'fine-tuned':>11}"]
+    lines += [f"  {name:<14} {row['frozen ridge MAE']:>13.2f} {row['fine-tuned MAE']:>11.2f}"
+              for name, row in comparison.items()]
+    lines += ["", f"{'stage':<28} {'seconds':>8}"] + [f"{name:<28} {seconds:>8.1f}" for name, seconds in timings.items()]
     lines += ["", f"{'summary':<22} {'value':>8}"] + [f"{key:<22} {value:>8}" for key, value in summary.items()]
     print("\n".join(lines))
     return 0
