@@ -476,7 +476,8 @@ class DiscovrForVideoClassification(DiscovrPreTrainedModel):
                 self.config.problem_type = "multi_label_classification"
         if self.config.problem_type == "regression":
             if self.num_labels == 1:
-                return nn.functional.mse_loss(logits.squeeze(-1), labels.squeeze(-1).to(logits.dtype))
+                # reshape, not squeeze: a batch of one keeps its batch axis.
+                return nn.functional.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
             return nn.functional.mse_loss(logits, labels.to(logits.dtype))
         if self.config.problem_type == "single_label_classification":
             return nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))

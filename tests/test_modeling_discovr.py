@@ -1,5 +1,7 @@
 """DiscovrModel and DiscovrForVideoClassification: shapes, errors, loading and the three losses."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -151,6 +153,19 @@ def test_regression_loss_matches_hand_computation(config):
         logits = cls @ model.classifier.weight.T + model.classifier.bias
     torch.testing.assert_close(out.logits, logits)
     assert out.loss.item() == pytest.approx(((logits[:, 0] - labels) ** 2).mean().item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("label_shape", [(1,), (1, 1)])
+def test_regression_loss_of_a_batch_of_one_does_not_broadcast(config, label_shape):
+    config.num_labels, config.problem_type = 1, "regression"
+    model = DiscovrForVideoClassification(config).eval()
+    pixel_values = clips(config)[:1]
+    labels = torch.full(label_shape, 40.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when the target would broadcast against the input
+        with torch.no_grad():
+            out = model(pixel_values, labels=labels)
+    assert out.loss.item() == pytest.approx((out.logits[0, 0].item() - 40.0) ** 2, rel=1e-6)
 
 
 def test_single_label_loss_matches_hand_computation(config):
