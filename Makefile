@@ -41,7 +41,8 @@ demo: install
 bench: install
 	$(PY) -m benchmarks.run_all
 
-# Pretraining quality: DISCOVR against random init and VideoMAE on frozen probes and fine-tuning (~1 h on 2 cores).
+# Pretraining quality: DISCOVR against random init and VideoMAE on frozen probes and fine-tuning (about 2.5 h on
+# 2 CPU cores; finished runs are kept, so an interrupted run resumes).
 bench-ssl: install
 	$(PY) -m benchmarks.representation_quality
 

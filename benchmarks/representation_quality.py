@@ -175,15 +175,22 @@ def run_settings(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RUN_SETTINGS}
 
 
+def finished_record(args: argparse.Namespace, method: str, seed: int) -> dict | None:
+    """The record of a run that an earlier invocation finished with the same settings, if there is one."""
+    record_file = args.output_dir / "runs" / method / f"seed{seed}" / "record.json"
+    if not record_file.is_file():
+        return None
+    record = json.loads(record_file.read_text())
+    return record if record.get("settings") == json.loads(json.dumps(run_settings(args))) else None
+
+
 def run_method(args: argparse.Namespace, method: str, seed: int) -> dict:
     """One method and seed, or its record from an earlier invocation with the same settings (resume)."""
     run_dir = args.output_dir / "runs" / method / f"seed{seed}"
     record_file = run_dir / "record.json"
-    if record_file.is_file():
-        record = json.loads(record_file.read_text())
-        if record.get("settings") == json.loads(json.dumps(run_settings(args))):
-            logger.info("=== %s, seed %d: finished earlier, reusing %s ===", LABELS[method], seed, record_file)
-            return record
+    if (record := finished_record(args, method, seed)) is not None:
+        logger.info("=== %s, seed %d: finished earlier, reusing %s ===", LABELS[method], seed, record_file)
+        return record
     logger.info("=== %s, seed %d ===", LABELS[method], seed)
     if method == "random":
         record = save_random_encoder(args, seed, run_dir)
@@ -255,7 +262,7 @@ def verdict(summary: dict[str, dict]) -> list[str]:
 
 
 def render(args: argparse.Namespace, summary: dict[str, dict], flops: dict[str, float], machine: dict,
-           figure: str | None) -> list[str]:
+           figure: str | None, missing: Sequence[str] = ()) -> list[str]:
     def cell(value: tuple[float, float], seeds: int, digits: int = 2) -> str:
         # One seed has no spread to show; a "± 0.00" would read as a measured one.
         return f"{value[0]:.{digits}f}" + (f" ± {value[1]:.{digits}f}" if seeds > 1 else "")
@@ -287,7 +294,10 @@ def render(args: argparse.Namespace, summary: dict[str, dict], flops: dict[str, 
             + (f"{flops[method] / 1e9:.1f}" if method in flops else "–") + " |"
         )
     baseline = statistics.fmean(entry["baseline_mae"][0] for entry in summary.values())
-    lines += ["", f"Predicting the training mean EF gives a test MAE of {baseline:.2f}.", ""]
+    lines += ["", f"Predicting the training mean EF gives a test MAE of {baseline:.2f}."]
+    if missing:
+        lines += ["", f"Not run for this report (`--report_only` over the finished runs): {', '.join(missing)}."]
+    lines += [""]
     lines += verdict(summary)
     if figure:
         lines += ["", f"![Representation quality]({figure})"]
@@ -331,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="Pretraining seeds of random init, DISCOVR and VideoMAE.")
     parser.add_argument("--ablation_seeds", type=int, nargs="+", default=[0],
-                        help="Pretraining seeds of the DISCOVR ablations (one keeps the run near an hour on 2 cores).")
+                        help="Pretraining seeds of the DISCOVR ablations (one keeps the whole run near 2.5 h on "
+                             "2 cores).")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--steps", type=int, default=2100,
                         help="Pretraining optimiser steps of every method (the tiny recipe's 20 epochs of 420 videos).")
@@ -347,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Data, runs and results.json.")
     parser.add_argument("--docs", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md",
                         help="Markdown file whose representation-quality section is replaced; '-' writes none.")
+    parser.add_argument("--report_only", action="store_true",
+                        help="Run nothing: report the runs already finished with these settings, naming the others.")
     parser.add_argument("--quick", action="store_true", help="Toy sizes: a smoke test of the code path, no report.")
     return parser
 
@@ -360,25 +373,39 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.ablation_seeds = [0]
         args.batch_size = 2
         args.label_fractions = [1.0]
-    args.data_dir = ensure_data(args.output_dir / "data", args.num_videos, args.data_seed)
-    from discovr.data import load_echonet_dynamic
-
-    args.num_train_videos = len(load_echonet_dynamic(args.data_dir)["train"])
     started = time.perf_counter()
     # The ablations run last, so that an interrupted run has the main comparison first (and resumes the rest).
-    order = sorted(args.methods, key=lambda method: method in ABLATIONS)
-    done = {method: [run_method(args, method, seed) for seed in seeds_of(args, method)] for method in order}
-    records = {method: done[method] for method in args.methods}
-    flops = {method: step_flops(args, method) for method in args.methods if method != "random"}
+    missing = []
+    if args.report_only:
+        records = {}
+        for method in args.methods:
+            for seed in seeds_of(args, method):
+                record = finished_record(args, method, seed)
+                if record is None:
+                    missing.append(f"{LABELS[method]} seed {seed}")
+                else:
+                    records.setdefault(method, []).append(record)
+        if not records:
+            raise SystemExit(f"--report_only: no finished runs with these settings under {args.output_dir / 'runs'}")
+    else:
+        from discovr.data import load_echonet_dynamic
+
+        args.data_dir = ensure_data(args.output_dir / "data", args.num_videos, args.data_seed)
+        args.num_train_videos = len(load_echonet_dynamic(args.data_dir)["train"])
+        order = sorted(args.methods, key=lambda method: method in ABLATIONS)
+        done = {method: [run_method(args, method, seed) for seed in seeds_of(args, method)] for method in order}
+        records = {method: done[method] for method in args.methods}
+    flops = {method: step_flops(args, method) for method in records if method != "random"}
     summary = summarise(records, args.label_fractions)
     machine = machine_info()
     result = {"arguments": {k: str(v) for k, v in vars(args).items()}, "records": records, "summary": summary,
-              "flops_per_step": flops, "machine": machine, "seconds": time.perf_counter() - started}
+              "flops_per_step": flops, "missing": missing, "machine": machine,
+              "seconds": time.perf_counter() - started}
     (args.output_dir / "results.json").write_text(json.dumps(result, indent=2, default=str))
     if not args.quick and str(args.docs) != "-":
         figure_path = args.docs.parent / "figures" / "representation_quality.png"
         bar_chart(summary, figure_path)
-        section = render(args, summary, flops, machine, str(figure_path.relative_to(args.docs.parent)))
+        section = render(args, summary, flops, machine, str(figure_path.relative_to(args.docs.parent)), missing)
         replace_section(args.docs, SECTION, section)
     for line in verdict(summary):
         logger.info("%s", line)

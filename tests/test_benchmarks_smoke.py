@@ -168,6 +168,13 @@ def test_representation_quality_quick(tmp_path) -> None:
     assert record_file.stat().st_mtime_ns == stamp
     assert again["records"]["discovr"] == json.loads(json.dumps(result["records"]["discovr"], default=str))
 
+    # --report_only runs nothing: it reports the finished runs, and refuses a folder that has none.
+    report = run_quick("representation_quality", "--output_dir", str(tmp_path), "--docs", "-", "--report_only")
+    assert set(report["summary"]) == set(representation_quality.METHODS) and report["missing"] == []
+    assert record_file.stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit, match="no finished runs"):
+        run_quick("representation_quality", "--output_dir", str(tmp_path / "empty"), "--docs", "-", "--report_only")
+
 
 def test_representation_quality_verdict_and_report(tmp_path) -> None:
     """The verdict checks the issue's targets on the numbers, both ways; the report renders a row per method."""
@@ -196,4 +203,6 @@ def test_representation_quality_verdict_and_report(tmp_path) -> None:
     assert text.count("\n| ") >= 4 and "| DISCOVR | 3 | 12.50 ± 0.90" in text
     summary["discovr"]["seeds"] = 1  # one seed: no spread is shown rather than a made-up "± 0.00"
     text = "\n".join(render(args, summary, {}, machine, None))
-    assert "| DISCOVR | 1 | 12.50 | 0.30 | 0.450 |" in text
+    assert "| DISCOVR | 1 | 12.50 | 0.30 | 0.450 |" in text and "Not run" not in text
+    text = "\n".join(render(args, summary, {}, machine, None, ["VideoMAE seed 2"]))
+    assert "Not run for this report (`--report_only` over the finished runs): VideoMAE seed 2." in text
