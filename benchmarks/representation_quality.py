@@ -175,9 +175,13 @@ def run_settings(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in RUN_SETTINGS}
 
 
+def run_dir_of(args: argparse.Namespace, method: str, seed: int) -> Path:
+    return args.output_dir / "runs" / method / f"seed{seed}"
+
+
 def finished_record(args: argparse.Namespace, method: str, seed: int) -> dict | None:
     """The record of a run that an earlier invocation finished with the same settings, if there is one."""
-    record_file = args.output_dir / "runs" / method / f"seed{seed}" / "record.json"
+    record_file = run_dir_of(args, method, seed) / "record.json"
     if not record_file.is_file():
         return None
     record = json.loads(record_file.read_text())
@@ -186,7 +190,7 @@ def finished_record(args: argparse.Namespace, method: str, seed: int) -> dict | 
 
 def run_method(args: argparse.Namespace, method: str, seed: int) -> dict:
     """One method and seed, or its record from an earlier invocation with the same settings (resume)."""
-    run_dir = args.output_dir / "runs" / method / f"seed{seed}"
+    run_dir = run_dir_of(args, method, seed)
     record_file = run_dir / "record.json"
     if (record := finished_record(args, method, seed)) is not None:
         logger.info("=== %s, seed %d: finished earlier, reusing %s ===", LABELS[method], seed, record_file)
@@ -374,7 +378,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
         args.batch_size = 2
         args.label_fractions = [1.0]
     started = time.perf_counter()
-    # The ablations run last, so that an interrupted run has the main comparison first (and resumes the rest).
     missing = []
     if args.report_only:
         records = {}
@@ -392,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
         args.data_dir = ensure_data(args.output_dir / "data", args.num_videos, args.data_seed)
         args.num_train_videos = len(load_echonet_dynamic(args.data_dir)["train"])
+        # The ablations run last, so that an interrupted run has the main comparison first (and resumes the rest).
         order = sorted(args.methods, key=lambda method: method in ABLATIONS)
         done = {method: [run_method(args, method, seed) for seed in seeds_of(args, method)] for method in order}
         records = {method: done[method] for method in args.methods}
