@@ -79,9 +79,6 @@ def discovr_config(shape: EncoderShape) -> DiscovrConfig:
         num_attention_heads=shape.num_attention_heads, intermediate_size=shape.intermediate_size,
         num_frames=shape.num_frames, image_size=shape.image_size, patch_size=shape.patch_size,
         tubelet_size=shape.tubelet_size, attn_implementation="sdpa",
-        # The image branch is not built by DiscovrModel, but the config requires it to match the video width.
-        image_hidden_size=shape.hidden_size, image_num_attention_heads=shape.num_attention_heads,
-        image_intermediate_size=shape.intermediate_size,
     )
 
 

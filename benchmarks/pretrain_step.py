@@ -64,8 +64,6 @@ class PretrainShape:
         return DiscovrConfig(
             hidden_size=self.hidden_size, num_hidden_layers=self.num_hidden_layers,
             num_attention_heads=self.num_attention_heads, intermediate_size=4 * self.hidden_size,
-            image_hidden_size=self.hidden_size, image_num_hidden_layers=self.num_hidden_layers,
-            image_num_attention_heads=self.num_attention_heads, image_intermediate_size=4 * self.hidden_size,
             decoder_hidden_size=self.decoder_hidden_size, decoder_num_hidden_layers=self.decoder_num_hidden_layers,
             decoder_num_attention_heads=self.decoder_num_attention_heads,
             decoder_intermediate_size=4 * self.decoder_hidden_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 
 class DiscovrConfig(PreTrainedConfig):
@@ -40,12 +41,17 @@ class DiscovrConfig(PreTrainedConfig):
         sinkhorn_epsilon (`float`, defaults to 0.05): Sinkhorn entropic regularisation.
         sinkhorn_iterations (`int`, defaults to 10): Sinkhorn row/column normalisation rounds.
         scd_temperature (`float`, defaults to 0.1): temperature of the SCD prototype logits.
-        image_hidden_size (`int`, defaults to 768): image-branch ViT width.
-        image_num_hidden_layers (`int`, defaults to 12): image-branch depth.
-        image_num_attention_heads (`int`, defaults to 12): image-branch heads.
-        image_intermediate_size (`int`, defaults to 3072): image-branch MLP width.
+        image_hidden_size (`int`, *optional*): image-branch ViT width; `None` follows `hidden_size`, which it must
+            equal (the SCD prototypes score both branches' features).
+        image_num_hidden_layers (`int`, *optional*): image-branch depth; `None` follows `num_hidden_layers`.
+        image_num_attention_heads (`int`, *optional*): image-branch heads; `None` follows `num_attention_heads`.
+        image_intermediate_size (`int`, *optional*): image-branch MLP width; `None` follows `intermediate_size`.
         image_qkv_bias (`bool`, defaults to `False`): query/value biases in the image branch.
         image_layer_norm_eps (`float`, defaults to 1e-5): LayerNorm epsilon of the image branch.
+        image_hidden_act (`str`, defaults to `"gelu"`): MLP activation of the image branch.
+        image_hidden_dropout_prob (`float`, defaults to 0.0): dropout after attention and MLP in the image branch.
+        image_attention_probs_dropout_prob (`float`, defaults to 0.0): attention-probability dropout in the image
+            branch.
         dino_hidden_size (`int`, defaults to 2048): DINO head MLP width.
         dino_bottleneck_size (`int`, defaults to 256): DINO head bottleneck width.
         dino_out_dim (`int`, defaults to 16384): DINO head output width.
@@ -100,12 +106,15 @@ class DiscovrConfig(PreTrainedConfig):
         sinkhorn_epsilon: float = 0.05,
         sinkhorn_iterations: int = 10,
         scd_temperature: float = 0.1,
-        image_hidden_size: int = 768,
-        image_num_hidden_layers: int = 12,
-        image_num_attention_heads: int = 12,
-        image_intermediate_size: int = 3072,
+        image_hidden_size: int | None = None,
+        image_num_hidden_layers: int | None = None,
+        image_num_attention_heads: int | None = None,
+        image_intermediate_size: int | None = None,
         image_qkv_bias: bool = False,
         image_layer_norm_eps: float = 1e-5,
+        image_hidden_act: str = "gelu",
+        image_hidden_dropout_prob: float = 0.0,
+        image_attention_probs_dropout_prob: float = 0.0,
         dino_hidden_size: int = 2048,
         dino_bottleneck_size: int = 256,
         dino_out_dim: int = 16384,
@@ -149,12 +158,19 @@ class DiscovrConfig(PreTrainedConfig):
         self.sinkhorn_epsilon = sinkhorn_epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.scd_temperature = scd_temperature
-        self.image_hidden_size = image_hidden_size
-        self.image_num_hidden_layers = image_num_hidden_layers
-        self.image_num_attention_heads = image_num_attention_heads
-        self.image_intermediate_size = image_intermediate_size
+        # The image branch is the video encoder's 2D twin unless sized otherwise; the resolved sizes are saved,
+        # so a saved config never changes meaning.
+        self.image_hidden_size = hidden_size if image_hidden_size is None else image_hidden_size
+        self.image_num_hidden_layers = num_hidden_layers if image_num_hidden_layers is None else image_num_hidden_layers
+        self.image_num_attention_heads = (
+            num_attention_heads if image_num_attention_heads is None else image_num_attention_heads
+        )
+        self.image_intermediate_size = intermediate_size if image_intermediate_size is None else image_intermediate_size
         self.image_qkv_bias = image_qkv_bias
         self.image_layer_norm_eps = image_layer_norm_eps
+        self.image_hidden_act = image_hidden_act
+        self.image_hidden_dropout_prob = image_hidden_dropout_prob
+        self.image_attention_probs_dropout_prob = image_attention_probs_dropout_prob
         self.dino_hidden_size = dino_hidden_size
         self.dino_bottleneck_size = dino_bottleneck_size
         self.dino_out_dim = dino_out_dim
@@ -223,11 +239,17 @@ class DiscovrConfig(PreTrainedConfig):
         for name in ("sinkhorn_epsilon", "scd_temperature", "dino_student_temperature", "dino_teacher_temperature"):
             if getattr(self, name) <= 0:
                 problems.append(f"`{name}` must be positive, got {getattr(self, name)}")
+        for name in ("hidden_act", "image_hidden_act"):
+            if getattr(self, name) not in ACT2FN:
+                problems.append(f"`{name}` must be an activation Transformers knows, got {getattr(self, name)!r}")
         if self.dino_centering not in ("center", "sinkhorn_knopp"):
             problems.append(f"`dino_centering` must be 'center' or 'sinkhorn_knopp', got {self.dino_centering!r}")
         if not 0.0 <= self.dino_center_momentum <= 1.0:
             problems.append(f"`dino_center_momentum` must lie in [0, 1], got {self.dino_center_momentum}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+        for name in (
+            "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "image_hidden_dropout_prob",
+            "image_attention_probs_dropout_prob",
+        ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 problems.append(f"`{name}` must lie in [0, 1), got {getattr(self, name)}")
         for name in ("scd_loss_weight", "video_dino_loss_weight", "image_dino_loss_weight", "koleo_loss_weight"):

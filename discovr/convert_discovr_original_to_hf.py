@@ -230,11 +230,7 @@ def infer_config(
                 "The decoder head count is not in the checkpoint's args or --reference_config "
                 "(`decoder_num_heads`): the decoder sizes are not recorded in the config"
             )
-    # The image branch mirrors the video encoder unless the checkpoint says otherwise.
-    fields.update(
-        image_hidden_size=int(hidden_size), image_num_hidden_layers=num_layers,
-        image_num_attention_heads=int(heads), image_intermediate_size=int(intermediate_size),
-    )
+    # Without an image branch in the checkpoint, the config's image branch follows the video encoder.
     if "prototypes" in state_dict:
         fields["num_prototypes"] = int(state_dict["prototypes"].shape[0])
     if "image_teacher.blocks.0.mlp.fc1.weight" in state_dict:

@@ -30,7 +30,8 @@ logger = logging.get_logger(__name__)
 
 @dataclass(frozen=True)
 class TransformerDims:
-    """Sizes of one stack of pre-norm transformer blocks (video encoder, decoder or image branch)."""
+    """Sizes and regularisation of one stack of pre-norm transformer blocks (video encoder, decoder or image
+    branch), so that each stack is built from its own settings."""
 
     hidden_size: int
     num_layers: int
@@ -38,12 +39,16 @@ class TransformerDims:
     intermediate_size: int
     qkv_bias: bool
     layer_norm_eps: float
+    hidden_act: str
+    hidden_dropout_prob: float
+    attention_dropout_prob: float
 
     @classmethod
     def video_encoder(cls, config: DiscovrConfig) -> TransformerDims:
         return cls(
-            config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-            config.intermediate_size, config.qkv_bias, config.layer_norm_eps,
+            config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size,
+            config.qkv_bias, config.layer_norm_eps, config.hidden_act, config.hidden_dropout_prob,
+            config.attention_probs_dropout_prob,
         )
 
     @classmethod
@@ -51,14 +56,16 @@ class TransformerDims:
         return cls(
             config.image_hidden_size, config.image_num_hidden_layers, config.image_num_attention_heads,
             config.image_intermediate_size, config.image_qkv_bias, config.image_layer_norm_eps,
+            config.image_hidden_act, config.image_hidden_dropout_prob, config.image_attention_probs_dropout_prob,
         )
 
     @classmethod
     def decoder(cls, config: DiscovrConfig) -> TransformerDims:
-        # The decoder shares the video encoder's q/v-bias and LayerNorm settings, as in the reference.
+        # The decoder shares the video encoder's q/v-bias, LayerNorm, activation and dropout, as in VideoMAE.
         return cls(
             config.decoder_hidden_size, config.decoder_num_hidden_layers, config.decoder_num_attention_heads,
-            config.decoder_intermediate_size, config.qkv_bias, config.layer_norm_eps,
+            config.decoder_intermediate_size, config.qkv_bias, config.layer_norm_eps, config.hidden_act,
+            config.hidden_dropout_prob, config.attention_probs_dropout_prob,
         )
 
 
@@ -186,12 +193,12 @@ class DiscovrSelfAttention(nn.Module):
         self.head_dim = dims.hidden_size // dims.num_heads
         self.scaling = self.head_dim**-0.5
         self.is_causal = False
-        self.dropout_prob = config.attention_probs_dropout_prob
+        self.dropout_prob = dims.attention_dropout_prob
         self.query = nn.Linear(dims.hidden_size, dims.hidden_size, bias=dims.qkv_bias)
         self.key = nn.Linear(dims.hidden_size, dims.hidden_size, bias=False)
         self.value = nn.Linear(dims.hidden_size, dims.hidden_size, bias=dims.qkv_bias)
         self.proj = nn.Linear(dims.hidden_size, dims.hidden_size)
-        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.proj_dropout = nn.Dropout(dims.hidden_dropout_prob)
 
     def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Query, key and value of (B, L, D) hidden states, each as (B, H, L, Dh).
@@ -244,12 +251,12 @@ class DiscovrSelfAttention(nn.Module):
 class DiscovrMLP(nn.Module):
     """Two-layer feed-forward block."""
 
-    def __init__(self, config: DiscovrConfig, dims: TransformerDims):
+    def __init__(self, dims: TransformerDims):
         super().__init__()
         self.fc1 = nn.Linear(dims.hidden_size, dims.intermediate_size)
-        self.act = ACT2FN[config.hidden_act]
+        self.act = ACT2FN[dims.hidden_act]
         self.fc2 = nn.Linear(dims.intermediate_size, dims.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(dims.hidden_dropout_prob)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
@@ -263,7 +270,7 @@ class DiscovrLayer(GradientCheckpointingLayer):
         self.norm1 = nn.LayerNorm(dims.hidden_size, eps=dims.layer_norm_eps)
         self.attention = DiscovrSelfAttention(config, dims)
         self.norm2 = nn.LayerNorm(dims.hidden_size, eps=dims.layer_norm_eps)
-        self.mlp = DiscovrMLP(config, dims)
+        self.mlp = DiscovrMLP(dims)
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False

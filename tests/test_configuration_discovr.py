@@ -33,6 +33,9 @@ def test_defaults_are_the_published_vit_b_setting():
         ({"sinkhorn_epsilon": 0.0}, "sinkhorn_epsilon"),
         ({"dino_center_momentum": 1.5}, "dino_center_momentum"),
         ({"image_hidden_size": 384}, "image_hidden_size"),
+        ({"hidden_act": "swish-ish"}, "hidden_act"),
+        ({"image_hidden_act": "swish-ish"}, "image_hidden_act"),
+        ({"image_hidden_dropout_prob": 1.0}, "image_hidden_dropout_prob"),
     ],
 )
 def test_invalid_values_name_the_field(kwargs, field):
