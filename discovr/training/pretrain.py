@@ -33,7 +33,7 @@ from .schedules import PretrainSchedules
 
 logger = logging.getLogger("discovr.pretrain")
 
-# Names that never get weight decay (DESIGN §2), besides every 1-D tensor (biases, norms).
+# Names that never get weight decay (the published method), besides every 1-D tensor (biases, norms).
 NO_DECAY_NAMES = ("cls_token", "mask_token", "prototypes", "position_embeddings")
 # Output field -> log key (the plots read every key that starts with "loss").
 LOSS_FIELDS = {
@@ -376,7 +376,7 @@ def pretrain(args: argparse.Namespace) -> dict:
             if not accelerator.sync_gradients:
                 continue
 
-            # After the optimiser step: EMA teachers and DINO centres (DESIGN §3 item 2).
+            # After the optimiser step: EMA teachers and DINO centres (docs/pretraining.md, departure 2).
             video_mean, image_mean = torch.stack(center_sums).mean(0)
             center_sums.clear()
             unwrapped.update_teachers(step_values["teacher_momentum"])

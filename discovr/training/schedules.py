@@ -1,4 +1,4 @@
-"""Per-optimiser-step schedules of DISCOVR pretraining (DESIGN §2; fixes §3 items 1, 2 and 6).
+"""Per-optimiser-step schedules of DISCOVR pretraining (docs/pretraining.md, departures 1, 2 and 6).
 
 Every schedule is a function of the optimiser step only, so a resumed run needs nothing but the step count.
 """
