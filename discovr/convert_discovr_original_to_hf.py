@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,19 @@ def load_reference_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor]
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except pickle.UnpicklingError as error:
+        # torch's own message advises `weights_only=False`: exactly what must not be done with a downloaded file.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found or "Weights only load failed" in str(error):
+            what = f"a Python object of type `{found.group(1)}`" if found else "Python objects"
+            raise CheckpointConversionError(
+                f"{path} is not a plain checkpoint: besides tensors, numbers, strings and containers it holds "
+                f"{what}. A DISCOVR checkpoint holds none, so it is not converted."
+            ) from None
+        raise CheckpointConversionError(
+            f"Cannot read {path} as a PyTorch checkpoint (truncated, corrupt, or not a checkpoint): {error}"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointConversionError(
             f"Cannot read {path} as a PyTorch checkpoint (truncated, corrupt, or not a checkpoint): {first_line}"
