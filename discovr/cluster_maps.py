@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 
+from .cli import InputError, model_type_of, run_console_script
 from .modeling_discovr import DiscovrForPreTraining
 from .plotting import plot_cluster_maps
-from .video_processing_discovr import DiscovrVideoProcessor
+from .video_processing_discovr import DiscovrVideoProcessor, VideoDecodeError
 
 
 logger = logging.getLogger(__name__)
@@ -114,6 +116,26 @@ def write_cluster_maps(
     return paths
 
 
+def load_pretraining_model(model_dir: str | os.PathLike) -> DiscovrForPreTraining:
+    """A saved `DiscovrForPreTraining`; a folder without its decoder, prototypes and image teacher raises."""
+    if model_type_of(model_dir) != "discovr":
+        raise InputError(f"{model_dir} does not hold a DISCOVR model")
+    # Transformers would initialise a missing decoder at random; a map from it would mean nothing.
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = DiscovrForPreTraining.from_pretrained(model_dir, output_loading_info=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if info["missing_keys"]:
+        missing = sorted(info["missing_keys"])
+        raise InputError(
+            f"{model_dir} is not a pretraining folder (discovr-pretrain's pretrained/): {len(missing)} weights are "
+            f"missing (e.g. {', '.join(missing[:3])})"
+        )
+    return model
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="discovr-cluster-maps",
@@ -141,16 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-cluster-maps`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = DiscovrForPreTraining.from_pretrained(args.model_dir).to(device)
-    processor = DiscovrVideoProcessor.from_pretrained(args.model_dir)
-    paths = write_cluster_maps(
-        model, processor, args.video, args.output_dir, seed=args.seed, gif=not args.no_gif, formats=tuple(args.formats)
-    )
-    print("\n".join(map(str, paths)))
-    return 0
+
+    def run() -> int:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_pretraining_model(args.model_dir).to(device)
+        processor = DiscovrVideoProcessor.from_pretrained(args.model_dir)
+        try:
+            paths = write_cluster_maps(
+                model, processor, args.video, args.output_dir, seed=args.seed, gif=not args.no_gif,
+                formats=tuple(args.formats),
+            )
+        except VideoDecodeError as error:
+            raise InputError(str(error)) from None
+        print("\n".join(map(str, paths)))
+        return 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .cli import InputError, run_console_script
 from .configuration_discovr import DiscovrConfig
 from .modeling_discovr import DiscovrForPreTraining, DiscovrModel, sinusoid_position_table
 
@@ -51,7 +52,7 @@ REFERENCE_GROUPS = frozenset({
 })
 
 
-class CheckpointConversionError(ValueError):
+class CheckpointConversionError(InputError):
     """A reference checkpoint cannot be converted; the message lists every offending key or field."""
 
 
@@ -458,15 +459,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+
+    def run() -> int:
         _, report = convert_checkpoint(
             args.checkpoint_path, args.output_dir, args.reference_config, args.encoder, args.num_attention_heads,
             args.model,
         )
-    except CheckpointConversionError as error:
-        parser.exit(2, f"discovr-convert: error: {error}\n")
-    logger.info("%s\nSaved to %s", summarize(report), args.output_dir)
-    return 0
+        logger.info("%s\nSaved to %s", summarize(report), args.output_dir)
+        return 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

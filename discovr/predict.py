@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import pipeline
 
-from .data.manifests import read_video_csv
+from .cli import InputError, model_type_of, run_console_script
+from .data.manifests import read_manifest_table, read_video_csv
 from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline, check_num_clips
 from .video_processing_discovr import DICOM_SUFFIXES, VideoDecodeError
 from .video_processing_discovr import VIDEO_SUFFIXES as VIDEO_FILE_SUFFIXES
@@ -58,7 +59,7 @@ def _is_echonet_manifest(path: Path) -> bool:
 
 def _echonet_entries(path: Path) -> list[VideoEntry]:
     """Rows of an EchoNet(-Pediatric) `FileList.csv`; `FileName` may carry `.avi` or not."""
-    table = pd.read_csv(path, dtype={"FileName": str})
+    table = read_manifest_table(path, ["FileName"], "EchoNet file list", dtype={"FileName": str})
     videos = path.parent / "Videos"
     entries = []
     for row in table.to_dict("records"):
@@ -97,7 +98,7 @@ def collect_videos(
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
             if not found:
-                raise ValueError(f"No {'/'.join(VIDEO_SUFFIXES)} videos in directory {path} (pass a manifest instead)")
+                raise InputError(f"No {'/'.join(VIDEO_SUFFIXES)} videos in directory {path} (pass a manifest instead)")
             entries.extend(VideoEntry(p.name, p) for p in found)
         elif path.suffix.lower() == ".csv":
             if not path.is_file():
@@ -115,9 +116,10 @@ def load_predictor(model_dir: str | os.PathLike, device: str | None = None) -> D
     """The `video-classification` pipeline of a fine-tuned DISCOVR directory (model and processor side by side)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_type_of(model_dir)
     predictor = pipeline(TASK, model=os.fspath(model_dir), device=device)
     if not isinstance(predictor, DiscovrVideoClassificationPipeline):
-        raise ValueError(f"{model_dir} is not a DISCOVR video-classification model ({type(predictor.model).__name__})")
+        raise InputError(f"{model_dir} is not a DISCOVR video-classification model ({type(predictor.model).__name__})")
     return predictor
 
 
@@ -217,15 +219,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
-    videos = collect_videos(args.inputs, args.video_root)
-    predictor = load_predictor(args.model_dir, args.device)
-    table = predict_videos(predictor, videos, num_clips=num_clips, batch_size=args.batch_size)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(output, index=False)
-    failed = int((table["error"] != "").sum())
-    print(f"Wrote {len(table)} predictions to {output} ({failed} failed)")
-    return 1 if failed else 0
+
+    def run() -> int:
+        videos = collect_videos(args.inputs, args.video_root)
+        predictor = load_predictor(args.model_dir, args.device)
+        table = predict_videos(predictor, videos, num_clips=num_clips, batch_size=args.batch_size)
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(output, index=False)
+        failed = int((table["error"] != "").sum())
+        print(f"Wrote {len(table)} predictions to {output} ({failed} failed)")
+        return 1 if failed else 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Errors raised by DISCOVR data loading."""
 
+from ..cli import InputError
 from ..video_processing_discovr import VideoDecodeError
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest (FileList.csv, VolumeTracings.csv, a DISCOVR CSV) has problems; the message lists all of them."""
 
     def __init__(self, message: str, problems: list[str] | None = None):

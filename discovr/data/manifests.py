@@ -40,11 +40,12 @@ def _names(values) -> str:
     return shown + (f" and {len(values) - SHOWN_NAMES} more" if len(values) > SHOWN_NAMES else "")
 
 
-def _read_csv(path: Path, required: list[str], what: str) -> pd.DataFrame:
+def read_manifest_table(path: Path, required: list[str], what: str, dtype: dict | None = None) -> pd.DataFrame:
+    """The CSV at `path`; a missing or unreadable file, or a missing required column, raises `ManifestError`."""
     if not path.is_file():
         raise ManifestError(f"{what} not found: {path}", [f"missing file {path}"])
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, dtype=dtype)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise ManifestError(f"{what} {path} is not a readable CSV: {error}", [str(error)]) from None
     missing = [column for column in required if column not in table.columns]
@@ -162,7 +163,7 @@ def _tracing_table(path: Path, required: list[str]) -> pd.DataFrame | None:
     if not path.is_file():
         logger.warning("%s not found: every video gets ed_frame = es_frame = -1", path)
         return None
-    tracings = _read_csv(path, required, "Tracings file")
+    tracings = read_manifest_table(path, required, "Tracings file")
     numeric = tracings[required[1:]].apply(pd.to_numeric, errors="coerce")
     if numeric.isna().any().any():
         bad = tracings.loc[numeric.isna().any(axis=1), "FileName"]
@@ -189,7 +190,7 @@ def _checked_file_list(base: Path, columns: list[str], what: str, require_ef: bo
     """Read `base/FileList.csv` and run the checks both EchoNet layouts share: video files under `base/Videos`,
     duplicate FileNames and EF values. Returns the table, file stems, names, the validator and the EF column."""
     source = base / "FileList.csv"
-    table = _read_csv(source, columns, what)
+    table = read_manifest_table(source, columns, what)
     stems = table["FileName"].map(_stem)
     check = _Validator(table, source)
     names = table["FileName"].astype(str)

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..cli import InputError, run_console_script
 from ..video_processing_discovr import VIDEO_SUFFIXES, VideoDecodeError, is_dicom_file
 from .avi import frame_rate_fraction, write_avi
 from .errors import DicomReadError, ManifestError
@@ -71,7 +72,7 @@ REPORT_COLUMNS = [
 CONVERTED, SKIPPED, FAILED = "converted", "skipped", "failed"
 
 
-class PrepareError(ValueError):
+class PrepareError(InputError):
     """A problem with the command's inputs (folders, labels, key, options): one line, shown without a traceback."""
 
 
@@ -729,22 +730,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = PrepareOptions(size=args.size, fps=args.fps, default_fps=args.default_fps)
-    try:
+
+    def run() -> int:
         result = prepare(
             args.input_dir, args.output_dir, options=options, labels=args.labels, class_columns=args.class_columns,
             key_file=args.key_file, seed=args.seed, split_fractions=args.split_fractions,
             write_mapping=args.write_mapping, num_workers=args.num_workers, overwrite=args.overwrite,
             progress=not args.no_progress,
         )
-    except (PrepareError, ManifestError) as error:
-        parser.error(str(error))
-    except OSError as error:
-        parser.error(f"cannot read or write {error.filename or ''}: {error.strerror or error}")
+        print(summary(result, Path(args.output_dir).resolve()))
+        return 1 if result.failed else 0
+
+    try:
+        return run_console_script(parser.prog, run)
     except KeyboardInterrupt:
         print("discovr-prepare: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(summary(result, Path(args.output_dir).resolve()))
-    return 1 if result.failed else 0
 
 
 if __name__ == "__main__":

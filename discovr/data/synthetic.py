@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..cli import InputError, run_console_script
 from .avi import write_avi
 
 
@@ -343,11 +344,11 @@ def make_synthetic_echonet(
         The `FileList.csv` table.
     """
     if num_videos < 1:
-        raise ValueError(f"num_videos must be >= 1, got {num_videos}")
+        raise InputError(f"num_videos must be >= 1, got {num_videos}")
     if not 1.6 <= min_seconds <= max_seconds:
-        raise ValueError(f"need 1.6 <= min_seconds <= max_seconds (a full beat must fit), got {min_seconds}, {max_seconds}")
+        raise InputError(f"need 1.6 <= min_seconds <= max_seconds (a full beat must fit), got {min_seconds}, {max_seconds}")
     if len(split_fractions) != 3 or min(split_fractions) < 0 or not math.isclose(sum(split_fractions), 1.0):
-        raise ValueError(f"split_fractions must be three non-negative shares summing to 1, got {split_fractions}")
+        raise InputError(f"split_fractions must be three non-negative shares summing to 1, got {split_fractions}")
 
     video_dir = os.path.join(os.fspath(root), "Videos")
     os.makedirs(video_dir, exist_ok=True)
@@ -397,7 +398,7 @@ def make_synthetic_echonet(
     return file_list
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     """`discovr-synth`: write a synthetic EchoNet-Dynamic-layout data set."""
     parser = argparse.ArgumentParser(
         prog="discovr-synth",
@@ -423,7 +424,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+
+    def run() -> int:
         make_synthetic_echonet(
             args.output_dir,
             num_videos=args.num_videos,
@@ -433,8 +435,9 @@ def main(argv: list[str] | None = None) -> None:
             split_fractions=tuple(args.splits),
             progress=not args.no_progress,
         )
-    except ValueError as error:
-        parser.error(str(error))
+        return 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict
 
+from ..cli import InputError
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 
 
@@ -100,13 +101,13 @@ def load_splits(
         manifests = manifests or {}
         missing = [f"--{split}_manifest" for split in SPLITS if manifests.get(split) is None]
         if missing:
-            raise ValueError(f"--data_format csv needs {', '.join(missing)} (one DISCOVR CSV per split)")
+            raise InputError(f"--data_format csv needs {', '.join(missing)} (one DISCOVR CSV per split)")
         splits = load_video_csv({split: manifests[split] for split in SPLITS}, data_root)
     else:
-        raise ValueError(f"--data_format must be one of {DATA_FORMATS}, got {data_format!r}")
+        raise InputError(f"--data_format must be one of {DATA_FORMATS}, got {data_format!r}")
     for split in SPLITS:
         if split not in splits or len(splits[split]) == 0:
-            raise ValueError(f"The {split} split of {data_root} ({data_format}) is empty")
+            raise InputError(f"The {split} split of {data_root} ({data_format}) is empty")
     caps = {"train": max_train_videos, "validation": max_eval_videos, "test": max_eval_videos}
     for split, cap in caps.items():
         if cap is not None and cap < len(splits[split]):
@@ -136,39 +137,39 @@ def attach_targets(
     with `abnormal_below=T` becomes `Normal` (>= T) / `Abnormal` (< T), e.g. EF < 50.
     """
     if task not in TASKS:
-        raise ValueError(f"--task must be one of {TASKS}, got {task!r}")
+        raise InputError(f"--task must be one of {TASKS}, got {task!r}")
     column = label_column or ("ef" if task == "lvef" else None)
     if column is None:
-        raise ValueError(
+        raise InputError(
             "--task classification needs --label_column (e.g. 'label' for a DISCOVR CSV, or 'ef' with "
             "--abnormal_below 50)"
         )
     for split, dataset in splits.items():
         if column not in dataset.column_names:
-            raise ValueError(f"Label column {column!r} is not in the {split} split (columns: {dataset.column_names})")
+            raise InputError(f"Label column {column!r} is not in the {split} split (columns: {dataset.column_names})")
     columns = {split: (dataset, list(dataset[column])) for split, dataset in splits.items()}
     feature = splits["train"].features[column]
     numeric = getattr(feature, "dtype", None) in ("float16", "float32", "float64", "int8", "int16", "int32", "int64")
 
     if task == "lvef":
         if not numeric or isinstance(feature, ClassLabel):
-            raise ValueError(f"--task lvef needs a numeric label column; {column!r} is {feature}")
+            raise InputError(f"--task lvef needs a numeric label column; {column!r} is {feature}")
         return _with_targets(columns, float), {0: "LVEF"}
     if abnormal_below is not None:
         if not numeric or isinstance(feature, ClassLabel):
-            raise ValueError(f"--abnormal_below needs a numeric label column; {column!r} is {feature}")
+            raise InputError(f"--abnormal_below needs a numeric label column; {column!r} is {feature}")
         threshold = float(abnormal_below)
         return _with_targets(columns, lambda value: int(value < threshold)), {0: NORMAL, 1: ABNORMAL}
     if isinstance(feature, ClassLabel):
         return _with_targets(columns, int), dict(enumerate(feature.names))
     if str(feature.dtype).startswith("float"):
-        raise ValueError(f"Label column {column!r} holds floats; classify it with --abnormal_below T, or use --task lvef")
+        raise InputError(f"Label column {column!r} holds floats; classify it with --abnormal_below T, or use --task lvef")
     classes = sorted(set(splits["train"][column]))
     index = {name: i for i, name in enumerate(classes)}
     for split in ("validation", "test"):
         unseen = sorted(set(splits[split][column]) - index.keys(), key=str)
         if unseen:
-            raise ValueError(f"The {split} split has classes absent from the training split: {unseen}")
+            raise InputError(f"The {split} split has classes absent from the training split: {unseen}")
     return _with_targets(columns, index.__getitem__), {i: str(name) for i, name in enumerate(classes)}
 
 

@@ -25,6 +25,7 @@ import torch
 import transformers
 from numpy.typing import ArrayLike
 
+from ..cli import InputError, model_type_of, run_console_script
 from ..clips import check_clip_mode
 from ..metrics import binary_auroc, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrModel
@@ -212,7 +213,7 @@ def anomaly_protocol(
     pooling, standardisation and k chosen by validation AUROC."""
     memory = labels["train"] == normal
     if not memory.any():
-        raise ValueError("The training split has no normal videos to serve as the anomaly memory")
+        raise InputError("The training split has no normal videos to serve as the anomaly memory")
     best = None
     for settings, prepared in _knn_candidates(features, k_values):
         scores = knn_anomaly_scores(prepared["train"][memory], prepared["validation"], settings["k"])
@@ -276,7 +277,7 @@ class EvalConfig(DataSelection):
 def load_encoder(model_dir: str | os.PathLike) -> torch.nn.Module:
     """A saved `DiscovrModel`, the encoder of a `DiscovrForPreTraining` / classification directory, or another
     Transformers video encoder (such as a `VideoMAEModel`, for comparisons), in eval mode."""
-    model_type = transformers.AutoConfig.from_pretrained(model_dir).model_type
+    model_type = model_type_of(model_dir)
     encoder_class = DiscovrModel if model_type == "discovr" else transformers.AutoModel
     # Transformers lists every pretraining-only weight it skips; a missing encoder weight is what matters here.
     verbosity = transformers.logging.get_verbosity()
@@ -287,7 +288,7 @@ def load_encoder(model_dir: str | os.PathLike) -> torch.nn.Module:
         transformers.logging.set_verbosity(verbosity)
     if info["missing_keys"]:
         missing = sorted(info["missing_keys"])
-        raise ValueError(
+        raise InputError(
             f"{model_dir} does not hold a complete {model_type} encoder: {len(missing)} weights are missing "
             f"(e.g. {', '.join(missing[:5])})"
         )
@@ -307,7 +308,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     """Run the selected protocols on the test split; writes and returns `representation_metrics.json`'s content."""
     unknown = sorted(set(config.protocols) - set(PROTOCOLS))
     if unknown:
-        raise ValueError(f"Unknown protocols {unknown}; choose from {PROTOCOLS}")
+        raise InputError(f"Unknown protocols {unknown}; choose from {PROTOCOLS}")
     check_clip_mode(config.clips)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -321,9 +322,9 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     if needs_classes:
         labelled, id2label = attach_targets(splits, "classification", label_column, abnormal_below)
     if "anomaly" in config.protocols and config.normal_class not in id2label.values():
-        raise ValueError(f"--normal_class {config.normal_class!r} is not one of the classes {list(id2label.values())}")
+        raise InputError(f"--normal_class {config.normal_class!r} is not one of the classes {list(id2label.values())}")
     if "ridge" in config.protocols and config.regression_column not in splits["train"].column_names:
-        raise ValueError(
+        raise InputError(
             f"The ridge protocol regresses {config.regression_column!r}, which the data lacks "
             f"(columns: {splits['train'].column_names}); set --regression_column or drop ridge from --protocols"
         )
@@ -342,7 +343,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     poolings = list(by_split["train"]) if config.pooling == "auto" else [config.pooling]
     missing = sorted(set(poolings) - set(by_split["train"]))
     if missing:
-        raise ValueError(f"--pooling {config.pooling} is not available for this encoder (it offers {list(by_split['train'])})")
+        raise InputError(f"--pooling {config.pooling} is not available for this encoder (it offers {list(by_split['train'])})")
     features = {pooling: {split: by_split[split][pooling].numpy() for split in by_split} for pooling in poolings}
 
     results: dict[str, Any] = {
@@ -419,13 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-eval`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.protocols = tuple(args.protocols)
     args.k = tuple(args.k)
-    results = evaluate_representations(EvalConfig(**vars(args)))
-    print(json.dumps({name: results[name] for name in PROTOCOLS if name in results}, indent=2, default=float))
-    return 0
+
+    def run() -> int:
+        results = evaluate_representations(EvalConfig(**vars(args)))
+        print(json.dumps({name: results[name] for name in PROTOCOLS if name in results}, indent=2, default=float))
+        return 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..cli import InputError
 from ..clips import check_clip_mode, iter_video_clips, run_on_clips
 from ..video_processing_discovr import DiscovrVideoProcessor
 
@@ -36,11 +37,11 @@ def pool_tokens(last_hidden_state: torch.Tensor, pooling: str, has_cls: bool = T
     """`(B, L, D)` encoder outputs to `(B, D)`: the CLS token, or the mean of the patch tokens."""
     if pooling == "cls":
         if not has_cls:
-            raise ValueError("This encoder has no CLS token: use pooling 'mean'")
+            raise InputError("This encoder has no CLS token: use pooling 'mean'")
         return last_hidden_state[:, 0]
     if pooling == "mean":
         return last_hidden_state[:, int(has_cls):].mean(dim=1)
-    raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    raise InputError(f"Unknown pooling {pooling!r}; choose one of {POOLINGS}")
 
 
 def _weights_fingerprint(model_dir: str | os.PathLike) -> list[tuple[str, int, int]]:
@@ -51,7 +52,7 @@ def _weights_fingerprint(model_dir: str | os.PathLike) -> list[tuple[str, int, i
         if path.is_file() and (path.suffix in (".safetensors", ".bin") or path.name.endswith(".index.json"))
     )
     if not files:
-        raise ValueError(f"No weight files (*.safetensors, *.bin) in model directory {model_dir}")
+        raise InputError(f"No weight files (*.safetensors, *.bin) in model directory {model_dir}")
     return [(path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files]
 
 

@@ -30,6 +30,7 @@ import transformers
 from datasets import DatasetDict
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
+from ..cli import InputError, model_type_of, run_console_script
 from .. import plotting
 from ..data import VideoTransform, collate_videos
 from ..metrics import HFREF_THRESHOLD, binary_auroc, bootstrap_ci, classification_metrics, regression_metrics
@@ -133,10 +134,10 @@ def load_classification_model(
     raises, instead of silently fine-tuning a random encoder. Pretraining-only weights (image branch, decoder,
     teachers) are dropped.
     """
-    model_type = transformers.AutoConfig.from_pretrained(model_name_or_path).model_type
+    model_type = model_type_of(model_name_or_path)
     model_class = DiscovrForVideoClassification if model_type == "discovr" else transformers.AutoModelForVideoClassification
     if model_type != "discovr" and pooling != "mean":
-        raise ValueError(f"{model_name_or_path} holds a {model_type} encoder, which has no CLS token: use --pooling mean")
+        raise InputError(f"{model_name_or_path} holds a {model_type} encoder, which has no CLS token: use --pooling mean")
     # Transformers prints a table of every skipped pretraining weight; one summary below says more.
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
@@ -157,7 +158,7 @@ def load_classification_model(
     new = sorted(set(info["missing_keys"]) | set(mismatched))
     encoder_missing = [name for name in new if not name.startswith(HEAD_PREFIXES)]
     if encoder_missing:
-        raise ValueError(
+        raise InputError(
             f"{model_name_or_path} does not hold a complete {model_type} encoder: {len(encoder_missing)} encoder "
             f"weights are missing or of the wrong shape (e.g. {', '.join(encoder_missing[:5])})"
         )
@@ -178,7 +179,7 @@ def build_model(
     """The classification model and its video processor, from a saved encoder or a random preset/config."""
     sources = [config.model_name_or_path, config.preset, config.config]
     if sum(source is not None for source in sources) != 1:
-        raise ValueError("Give exactly one of --model_name_or_path, --preset or --config")
+        raise InputError("Give exactly one of --model_name_or_path, --preset or --config")
     if config.model_name_or_path is not None:
         model = load_classification_model(
             config.model_name_or_path, num_labels, problem_type, id2label, config.pooling
@@ -250,7 +251,7 @@ def apply_mode(model: DiscovrForVideoClassification, config: FinetuneConfig) -> 
         if config.mode == "last_k":
             layers = model.base_model.encoder.layer
             if not 1 <= config.k <= len(layers):
-                raise ValueError(f"--k must be in 1..{len(layers)} for this {len(layers)}-layer encoder, got {config.k}")
+                raise InputError(f"--k must be in 1..{len(layers)} for this {len(layers)}-layer encoder, got {config.k}")
             for layer in layers[-config.k:]:
                 layer.requires_grad_(True)
             # A mean-pooling VideoMAE has no final norm of its own; its fc_norm trains with the head.
@@ -268,7 +269,7 @@ def apply_mode(model: DiscovrForVideoClassification, config: FinetuneConfig) -> 
         )
         model = get_peft_model(model, lora)
     else:
-        raise ValueError(f"--mode must be one of {MODES}, got {config.mode!r}")
+        raise InputError(f"--mode must be one of {MODES}, got {config.mode!r}")
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("Mode %s: %d of %d parameters trainable (%.2f%%)", config.mode, trainable, total, 100 * trainable / total)
@@ -407,20 +408,20 @@ def training_arguments(config: FinetuneConfig, checkpoint_dir: Path, problem_typ
 
 def _check_config(config: FinetuneConfig) -> None:
     if config.task not in TASKS:
-        raise ValueError(f"--task must be one of {TASKS}, got {config.task!r}")
+        raise InputError(f"--task must be one of {TASKS}, got {config.task!r}")
     if config.mode not in MODES:
-        raise ValueError(f"--mode must be one of {MODES}, got {config.mode!r}")
+        raise InputError(f"--mode must be one of {MODES}, got {config.mode!r}")
     if config.pooling not in POOLINGS:
-        raise ValueError(f"--pooling must be one of {POOLINGS}, got {config.pooling!r}")
+        raise InputError(f"--pooling must be one of {POOLINGS}, got {config.pooling!r}")
     if config.preset is not None and config.preset not in PRESETS:
-        raise ValueError(f"Unknown --preset {config.preset!r}; choose one of {sorted(PRESETS)}")
+        raise InputError(f"Unknown --preset {config.preset!r}; choose one of {sorted(PRESETS)}")
     if config.abnormal_below is not None and config.task != "classification":
-        raise ValueError("--abnormal_below only applies to --task classification")
+        raise InputError("--abnormal_below only applies to --task classification")
     if not 0 <= config.warmup_ratio < 1:
-        raise ValueError(f"--warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
+        raise InputError(f"--warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
     check_clip_mode(config.eval_clips)
     if not Path(config.data_root).is_dir():
-        raise ValueError(f"--data_root {config.data_root} is not a directory")
+        raise InputError(f"--data_root {config.data_root} is not a directory")
 
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
@@ -616,12 +617,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-finetune`."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    result = finetune(FinetuneConfig(**vars(args)))
-    summary = {split: result.metrics[split]["clip_average"] for split in ("validation", "test")}
-    print(json.dumps(summary, indent=2))
-    return 0
+
+    def run() -> int:
+        result = finetune(FinetuneConfig(**vars(args)))
+        summary = {split: result.metrics[split]["clip_average"] for split in ("validation", "test")}
+        print(json.dumps(summary, indent=2))
+        return 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

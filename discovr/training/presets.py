@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..cli import InputError
 from ..configuration_discovr import DiscovrConfig
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
@@ -81,18 +82,21 @@ def load_model_config(preset: str | None = None, config_file: str | Path | None 
         raise ValueError("Give exactly one of a preset name or a config file")
     if preset is not None:
         if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+            raise InputError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
         kwargs = dict(PRESETS[preset])
     else:
         path = Path(config_file)
         try:
             kwargs = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"Cannot read model config {path}: {error}") from None
+            raise InputError(f"Cannot read model config {path}: {error}") from None
         for key in ("architectures", "auto_map", "transformers_version", "model_type"):
             kwargs.pop(key, None)
     kwargs.update(overrides)
-    return DiscovrConfig(**kwargs)
+    try:
+        return DiscovrConfig(**kwargs)
+    except ValueError as error:
+        raise InputError(f"{config_file or f'preset {preset}'}: {error}") from None
 
 
 def save_random_encoder(
@@ -128,7 +132,7 @@ def model_processor(
             num_frames=model_config.num_frames, frame_stride=frame_stride or DEFAULT_FRAME_STRIDE, size=size
         )
     if processor.num_frames != model_config.num_frames or dict(processor.size) != size:
-        raise ValueError(
+        raise InputError(
             f"The video processor in {model_dir} makes {processor.num_frames} frames of {dict(processor.size)}, but "
             f"the model takes {model_config.num_frames} frames of {size}"
         )

@@ -22,6 +22,7 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..cli import InputError, model_type_of, run_console_script
 from ..modeling_discovr import DiscovrForPreTraining
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
@@ -84,11 +85,11 @@ def check_output_dir(output_dir: Path, required_bytes: int) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as error:
-        raise SystemExit(f"discovr-pretrain: output directory {output_dir} is not writable: {error}") from None
+        raise InputError(f"output directory {output_dir} is not writable: {error}") from None
     free = shutil.disk_usage(output_dir).free
     if free < required_bytes:
-        raise SystemExit(
-            f"discovr-pretrain: {output_dir} has {free / 2**30:.2f} GiB free, but the checkpoints need about "
+        raise InputError(
+            f"{output_dir} has {free / 2**30:.2f} GiB free, but the checkpoints need about "
             f"{required_bytes / 2**30:.2f} GiB"
         )
 
@@ -229,7 +230,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     """
     args = resolve_recipe(args)
     if args.clips_per_video < 1:
-        raise SystemExit(f"discovr-pretrain: --clips_per_video must be at least 1, got {args.clips_per_video}")
+        raise InputError(f"--clips_per_video must be at least 1, got {args.clips_per_video}")
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         # Without it, processes launched on a machine with no accelerator each train alone (DistributedType.NO).
@@ -243,8 +244,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
-        raise SystemExit(
-            f"discovr-pretrain: {launched} processes were launched but Accelerate sees {accelerator.num_processes}; "
+        raise InputError(
+            f"{launched} processes were launched but Accelerate sees {accelerator.num_processes}; "
             "check the accelerate config (distributed type, machine count)"
         )
     set_seed(args.seed)
@@ -254,6 +255,8 @@ def pretrain(args: argparse.Namespace) -> dict:
     config = load_model_config(args.preset, args.config)
     config.dino_center_momentum = args.center_momentum
     if args.init_from:
+        if model_type_of(args.init_from) != "discovr":
+            raise InputError(f"--init_from {args.init_from} does not hold a DISCOVR model")
         model = DiscovrForPreTraining.from_pretrained(args.init_from, config=config)
     else:
         model = DiscovrForPreTraining(config)
@@ -278,8 +281,8 @@ def pretrain(args: argparse.Namespace) -> dict:
         num_workers=args.num_workers, collate_fn=PretrainingCollator(model.mask_generator),
     )
     if len(loader) == 0:
-        raise SystemExit(
-            f"discovr-pretrain: {len(videos)} videos x {args.clips_per_video} clips give no full batch of "
+        raise InputError(
+            f"{len(videos)} videos x {args.clips_per_video} clips give no full batch of "
             f"{args.per_device_batch_size} per process"
         )
 
@@ -324,7 +327,7 @@ def pretrain(args: argparse.Namespace) -> dict:
             logger.warning("No checkpoint under %s/checkpoints: starting from scratch", output_dir)
         else:
             if not checkpoint.is_dir():
-                raise SystemExit(f"discovr-pretrain: checkpoint {checkpoint} does not exist")
+                raise InputError(f"checkpoint {checkpoint} does not exist")
             accelerator.load_state(str(checkpoint))
             logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
 
@@ -484,15 +487,20 @@ def _available_trackers() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    try:
-        summary = pretrain(args)
-    except TrainingDivergedError as error:
-        logger.error("%s", error)
-        return 3
-    logger.info("Done: %s", json.dumps({k: v for k, v in summary.items() if k != "losses"}))
-    return 0
+
+    def run() -> int:
+        try:
+            summary = pretrain(args)
+        except TrainingDivergedError as error:
+            logger.error("%s", error)
+            return 3
+        logger.info("Done: %s", json.dumps({k: v for k, v in summary.items() if k != "losses"}))
+        return 0
+
+    return run_console_script(parser.prog, run)
 
 
 if __name__ == "__main__":

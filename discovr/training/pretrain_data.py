@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from ..cli import InputError
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 from ..masking_discovr import DiscovrMaskGenerator
 from ..video_processing_discovr import DiscovrVideoProcessor
@@ -42,13 +43,13 @@ def load_pretraining_videos(
         dataset = load_echonet_pediatric(data_root, view=pediatric_view)[split]
     elif data_format == "csv":
         if manifest is None:
-            raise ValueError("--data_format csv needs --manifest (the CSV of clip paths and classes)")
+            raise InputError("--data_format csv needs --manifest (the CSV of clip paths and classes)")
         dataset = load_video_csv(manifest, data_root)
     else:
-        raise ValueError(f"Unknown data format {data_format!r}; choose one of {DATA_FORMATS}")
+        raise InputError(f"Unknown data format {data_format!r}; choose one of {DATA_FORMATS}")
     videos = list(dataset["video"])
     if not videos:
-        raise ValueError(f"No videos in the {split!r} split of {data_root}")
+        raise InputError(f"No videos in the {split!r} split of {data_root}")
     return videos
 
 
@@ -101,7 +102,7 @@ class PretrainingClips(Dataset):
         clips_per_video: int = 1,
     ):
         if clips_per_video < 1:
-            raise ValueError(f"clips_per_video must be at least 1, got {clips_per_video}")
+            raise InputError(f"clips_per_video must be at least 1, got {clips_per_video}")
         self.videos = list(videos)
         self.processor = processor
         self.seed = seed

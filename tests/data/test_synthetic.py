@@ -156,5 +156,5 @@ def test_console_script_help_and_run(tmp_path, capsys):
         assert option in help_text
     synthetic.main([str(tmp_path / "cli"), "--num_videos", "1", "--min_seconds", "2", "--max_seconds", "2", "--no_progress"])
     assert len(pd.read_csv(tmp_path / "cli" / "FileList.csv")) == 1
-    with pytest.raises(SystemExit):
-        synthetic.main([str(tmp_path / "bad"), "--num_videos", "0"])
+    assert synthetic.main([str(tmp_path / "bad"), "--num_videos", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "discovr-synth: error: num_videos must be >= 1, got 0"

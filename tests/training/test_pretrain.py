@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from discovr import DiscovrConfig
+from discovr.cli import InputError
 from discovr.modeling_discovr import DiscovrForPreTraining
 from discovr.training import pretrain as pretrain_module
 from discovr.training.pretrain import (
@@ -223,13 +224,13 @@ def test_nan_loss_stops_with_the_step(synthetic_echonet, tiny_config_file, tmp_p
 def test_unwritable_output_dir_fails_before_training(synthetic_echonet, tiny_config_file, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(SystemExit, match="not writable"):
+    with pytest.raises(InputError, match="not writable"):
         pretrain(build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, blocker / "out")))
 
 
 def test_full_disk_fails_before_training(synthetic_echonet, tiny_config_file, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=1024))
-    with pytest.raises(SystemExit, match="GiB free"):
+    with pytest.raises(InputError, match="GiB free"):
         pretrain(build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "out")))
 
 
