@@ -53,15 +53,22 @@ class TrainingState:
 
     global_step: int = 0  # optimiser steps done
     epoch: int = 0
-    batches_in_epoch: int = 0  # batches of `epoch` already consumed
+    batches_in_epoch: int = 0  # batches of `epoch` already consumed, per process
+    # (processes, per-device batch, accumulation): what `batches_in_epoch` and the schedules count in.
+    batch_layout: tuple[int, int, int] | None = None
+    # The layout of the checkpoint a resumed run loaded (None for checkpoints written before it was saved).
+    resumed_batch_layout: tuple[int, int, int] | None = None
 
-    def state_dict(self) -> dict[str, int]:
-        return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch}
+    def state_dict(self) -> dict:
+        return {"global_step": self.global_step, "epoch": self.epoch, "batches_in_epoch": self.batches_in_epoch,
+                "batch_layout": list(self.batch_layout) if self.batch_layout else None}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.global_step, self.epoch, self.batches_in_epoch = (
             int(state["global_step"]), int(state["epoch"]), int(state["batches_in_epoch"])
         )
+        layout = state.get("batch_layout")
+        self.resumed_batch_layout = tuple(int(value) for value in layout) if layout else None
 
 
 def parameter_groups(model: torch.nn.Module) -> list[dict]:
@@ -103,13 +110,21 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 class JsonlLogger:
-    """Appends one JSON object per logged step; the plots and the tests read it."""
+    """Appends one JSON object per logged step; the plots and the tests read it.
 
-    def __init__(self, path: Path, enabled: bool):
+    A run that starts at `start_step` (0, or the step of the checkpoint it resumes) first drops the rows an earlier
+    run logged after that step: they are logged again, and the log holds each step once.
+    """
+
+    def __init__(self, path: Path, enabled: bool, start_step: int = 0):
         self.path = path
         self.enabled = enabled
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_file():
+                rows = [line for line in path.read_text().splitlines() if line.strip()]
+                kept = [line for line in rows if json.loads(line)["step"] <= start_step]
+                path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
         if self.enabled:
@@ -317,7 +332,9 @@ def pretrain(args: argparse.Namespace) -> dict:
     )
     total_steps = schedules.total_steps if args.max_steps is None else min(args.max_steps, schedules.total_steps)
 
-    state = TrainingState()
+    state = TrainingState(
+        batch_layout=(accelerator.num_processes, args.per_device_batch_size, args.gradient_accumulation_steps)
+    )
     accelerator.register_for_checkpointing(state)
     if args.resume_from_checkpoint:
         checkpoint = (
@@ -329,12 +346,19 @@ def pretrain(args: argparse.Namespace) -> dict:
             if not checkpoint.is_dir():
                 raise InputError(f"checkpoint {checkpoint} does not exist")
             accelerator.load_state(str(checkpoint))
+            if state.resumed_batch_layout not in (None, state.batch_layout):
+                # Another layout would skip the wrong samples of the epoch and stretch or shrink the schedules.
+                raise InputError(
+                    "checkpoint {} was written by {} processes x batch {} x accumulation {}; resume it with the same "
+                    "(this run has {} x {} x {}), or start a new run".format(
+                        checkpoint, *state.resumed_batch_layout, *state.batch_layout)
+                )
             logger.info("Resumed from %s at step %d (epoch %d)", checkpoint, state.global_step, state.epoch)
 
     unwrapped = accelerator.unwrap_model(model)
     if accelerator.is_main_process:
         accelerator.init_trackers("discovr-pretrain", config={k: v for k, v in vars(args).items() if v is not None})
-    jsonl = JsonlLogger(output_dir / "logs" / "pretrain_log.jsonl", accelerator.is_main_process)
+    jsonl = JsonlLogger(output_dir / "logs" / "pretrain_log.jsonl", accelerator.is_main_process, state.global_step)
     logger.info(
         "Pretraining %s on %d videos: %d processes x batch %d x accumulation %d = global batch %d, lr %.3g, "
         "%d optimiser steps per epoch, %d steps", args.preset or args.config, len(videos), accelerator.num_processes,

@@ -171,15 +171,24 @@ def test_end_to_end_then_resume(synthetic_echonet, tiny_config_file, tmp_path):
     assert AutoVideoProcessor.from_pretrained(out / "encoder").num_frames == tiny_config_kwargs()["num_frames"]
     assert (out / "encoder" / "README.md").is_file()
 
-    # Resume from the step-3 checkpoint: the counters continue, and the schedules pick up where they were.
+    # Resume from the step-3 checkpoint: the counters continue, the schedules pick up where they were, and the
+    # log holds every step once (the first run's steps 4 and 5 are replaced by the resumed run's).
+    before = read_log(out)
     resumed = build_parser().parse_args(pretrain_args(
         synthetic_echonet, tiny_config_file, tmp_path / "run", "--max_steps", "6",
         "--resume_from_checkpoint", str(out / "checkpoints" / "step_3"),
     ))
     assert pretrain(resumed)["global_step"] == 6
     log = read_log(out)
-    assert [row["step"] for row in log][-3:] == [4, 5, 6]
-    assert log[-3]["lr"] == pytest.approx(log[3]["lr"])
+    assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
+    # Another batch layout would mis-position the data: refused, naming both layouts.
+    with pytest.raises(InputError, match="1 processes x batch 2 x accumulation 1.*this run has 1 x 3 x 1"):
+        pretrain(build_parser().parse_args(pretrain_args(
+            synthetic_echonet, tiny_config_file, out, "--per_device_batch_size", "3",
+            "--resume_from_checkpoint", str(out / "checkpoints" / "step_3"),
+        )))
+    assert log[:3] == before[:3]
+    assert log[3]["lr"] == pytest.approx(before[3]["lr"])
 
 
 def test_losses_decrease_on_a_fixed_batch():
