@@ -27,7 +27,7 @@ from matplotlib.transforms import blended_transform_factory
 from numpy.typing import ArrayLike
 from PIL import Image, ImageDraw, ImageFont
 
-from discovr.metrics import HFREF_THRESHOLD, bootstrap_ci, regression_metrics, roc_curve
+from discovr.metrics import DEFAULT_NUM_BOOTSTRAP, HFREF_THRESHOLD, bootstrap_ci, regression_metrics, roc_curve
 
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _square_limits(*arrays: np.ndarray) -> tuple[float, float]:
 def lvef_scatter_figure(
     data: LvefData,
     *,
-    num_bootstrap: int = 1000,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
     seed: int | None = 0,
     hfref_threshold: float = HFREF_THRESHOLD,
 ) -> Figure:
@@ -204,7 +204,7 @@ def plot_lvef_scatter(
     out_path: str | os.PathLike,
     *,
     formats: Sequence[str] = ("png",),
-    num_bootstrap: int = 1000,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
     seed: int | None = 0,
     hfref_threshold: float = HFREF_THRESHOLD,
 ) -> list[Path]:
@@ -271,7 +271,7 @@ def plot_bland_altman(data: LvefData, out_path: str | os.PathLike, *, formats: S
 def roc_figure(
     data: LvefData,
     *,
-    num_bootstrap: int = 1000,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
     seed: int | None = 0,
     hfref_threshold: float = HFREF_THRESHOLD,
 ) -> Figure:
@@ -327,7 +327,7 @@ def plot_roc(
     out_path: str | os.PathLike,
     *,
     formats: Sequence[str] = ("png",),
-    num_bootstrap: int = 1000,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
     seed: int | None = 0,
     hfref_threshold: float = HFREF_THRESHOLD,
 ) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,13 +24,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_NUM_BOOTSTRAP",
     "HFREF_THRESHOLD",
     "METRIC_NAMES",
     "LVEF_METRIC_PATH",
     "accuracy",
     "balanced_accuracy",
     "binary_auroc",
+    "bootstrap_auroc_ci",
     "bootstrap_ci",
+    "bootstrap_macro_f1_ci",
     "classification_metrics",
     "confusion_matrix",
     "load_lvef_metric",
@@ -49,6 +53,9 @@ LVEF_METRIC_PATH = Path(__file__).resolve().parent / "lvef"
 # Bootstrap resamples are evaluated in blocks whose (resamples, n) count matrix has about this
 # many entries, which bounds memory to tens of MB even for 10,000 resamples of a large test set.
 _BOOTSTRAP_BLOCK_ELEMENTS = 1_000_000
+
+DEFAULT_NUM_BOOTSTRAP = 10_000
+"""Resamples of every bootstrap confidence interval by default, as in EchoNet-Dynamic."""
 
 
 def _as_1d(values: ArrayLike, name: str, dtype: type = np.float64) -> np.ndarray:
@@ -195,17 +202,50 @@ def regression_metrics(
     return metrics
 
 
+def _resample_counts(num_samples: int, num_bootstrap: int, seed: int | np.random.Generator | None):
+    """Blocks of (resamples, num_samples) multiplicities: how often each sample appears in each resample."""
+    if num_bootstrap < 1:
+        raise ValueError(f"`num_bootstrap` must be >= 1, got {num_bootstrap}.")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // num_samples)
+    for start in range(0, num_bootstrap, block):
+        rows = min(block, num_bootstrap - start)
+        indices = rng.integers(0, num_samples, size=(rows, num_samples))
+        offsets = (indices + num_samples * np.arange(rows)[:, None]).ravel()
+        yield np.bincount(offsets, minlength=rows * num_samples).reshape(rows, num_samples).astype(np.float64)
+
+
+def _percentile_interval(values: np.ndarray, confidence_level: float, name: str) -> tuple[float, float]:
+    """The (1 ± level)/2 quantiles of the resampled `values`, leaving out resamples where `name` is undefined."""
+    valid = values[~np.isnan(values)]
+    if valid.size < values.size:
+        logger.warning(
+            "%d of %d bootstrap resamples have an undefined %s and are excluded from its interval.",
+            values.size - valid.size, values.size, name,
+        )
+    if valid.size == 0:
+        return float("nan"), float("nan")
+    tail = (1.0 - confidence_level) / 2.0
+    low, high = np.quantile(valid, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _check_level(confidence_level: float) -> None:
+    if not 0.0 < confidence_level < 1.0:
+        raise ValueError(f"`confidence_level` must be in (0, 1), got {confidence_level}.")
+
+
 def bootstrap_ci(
     predictions: ArrayLike,
     references: ArrayLike,
-    num_bootstrap: int = 1000,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
     confidence_level: float = 0.95,
     seed: int | np.random.Generator | None = None,
     hfref_threshold: float = HFREF_THRESHOLD,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals of `regression_metrics`.
 
-    Videos are resampled with replacement `num_bootstrap` times (EchoNet-Dynamic uses 10,000),
+    Videos are resampled with replacement `num_bootstrap` times (10,000 by default, as in EchoNet-Dynamic),
     each metric is recomputed per resample, and the interval is the (1 ± level)/2 quantiles.
 
     A resample can miss one HFrEF class entirely, where the AUROC is undefined. Such resamples
@@ -217,43 +257,63 @@ def bootstrap_ci(
         `{metric: (low, high)}` for each of `METRIC_NAMES`.
     """
     predictions, references = _validate_pair(predictions, references)
-    if num_bootstrap < 1:
-        raise ValueError(f"`num_bootstrap` must be >= 1, got {num_bootstrap}.")
-    if not 0.0 < confidence_level < 1.0:
-        raise ValueError(f"`confidence_level` must be in (0, 1), got {confidence_level}.")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    num_samples = predictions.size
-    block = max(1, _BOOTSTRAP_BLOCK_ELEMENTS // num_samples)
+    _check_level(confidence_level)
     samples: dict[str, list[np.ndarray]] = {name: [] for name in METRIC_NAMES}
-    for start in range(0, num_bootstrap, block):
-        rows = min(block, num_bootstrap - start)
-        indices = rng.integers(0, num_samples, size=(rows, num_samples))
-        # Multiplicity of each video in each resample; metrics are computed on these weights.
-        offsets = (indices + num_samples * np.arange(rows)[:, None]).ravel()
-        counts = np.bincount(offsets, minlength=rows * num_samples).reshape(rows, num_samples)
-        for name, value in _weighted_metrics(
-            predictions, references, counts.astype(np.float64), hfref_threshold
-        ).items():
+    for counts in _resample_counts(predictions.size, num_bootstrap, seed):
+        for name, value in _weighted_metrics(predictions, references, counts, hfref_threshold).items():
             samples[name].append(value)
+    return {
+        name: _percentile_interval(np.concatenate(samples[name]), confidence_level, name) for name in METRIC_NAMES
+    }
 
-    tail = (1.0 - confidence_level) / 2.0
-    intervals: dict[str, tuple[float, float]] = {}
-    for name in METRIC_NAMES:
-        values = np.concatenate(samples[name])
-        valid = values[~np.isnan(values)]
-        if valid.size < values.size:
-            logger.warning(
-                "%d of %d bootstrap resamples have an undefined %s and are excluded from its interval.",
-                values.size - valid.size,
-                values.size,
-                name,
-            )
-        if valid.size == 0:
-            intervals[name] = (float("nan"), float("nan"))
-        else:
-            low, high = np.quantile(valid, [tail, 1.0 - tail])
-            intervals[name] = (float(low), float(high))
-    return intervals
+
+def bootstrap_auroc_ci(
+    scores: ArrayLike,
+    labels: ArrayLike,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
+    confidence_level: float = 0.95,
+    seed: int | np.random.Generator | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `binary_auroc(scores, labels)`, resampling samples with replacement;
+    resamples holding one class only are left out, as in `bootstrap_ci`."""
+    scores = _as_1d(scores, "scores")
+    labels = _as_1d(labels, "labels", dtype=bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f"`scores` and `labels` differ in length: {scores.size} vs {labels.size}.")
+    _check_level(confidence_level)
+    values = np.concatenate([
+        _weighted_auroc(scores, labels, counts) for counts in _resample_counts(scores.size, num_bootstrap, seed)
+    ])
+    return _percentile_interval(values, confidence_level, "auroc")
+
+
+def bootstrap_macro_f1_ci(
+    predictions: ArrayLike,
+    references: ArrayLike,
+    labels: Sequence | None = None,
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
+    confidence_level: float = 0.95,
+    seed: int | np.random.Generator | None = None,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `macro_f1(predictions, references, labels)`, resampling samples with
+    replacement. `labels` (default: every class in either array) stays fixed across resamples."""
+    matrix = confusion_matrix(predictions, references, labels)  # validates, and fixes the class order
+    classes = np.unique(np.concatenate([np.asarray(references), np.asarray(predictions)])) if labels is None else labels
+    index = {label: position for position, label in enumerate(np.asarray(classes).tolist())}
+    num_classes = matrix.shape[0]
+    cells = np.array([index[r] * num_classes + index[p]
+                      for r, p in zip(np.asarray(references).tolist(), np.asarray(predictions).tolist())])
+    one_hot = np.zeros((cells.size, num_classes * num_classes))
+    one_hot[np.arange(cells.size), cells] = 1.0
+    _check_level(confidence_level)
+    values = []
+    for counts in _resample_counts(cells.size, num_bootstrap, seed):
+        matrices = (counts @ one_hot).reshape(-1, num_classes, num_classes)
+        true_pos = np.diagonal(matrices, axis1=1, axis2=2)
+        denominator = matrices.sum(axis=1) + matrices.sum(axis=2)
+        f1 = np.divide(2.0 * true_pos, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
+        values.append(f1.mean(axis=1))
+    return _percentile_interval(np.concatenate(values), confidence_level, "macro_f1")
 
 
 def load_lvef_metric(**kwargs: Any) -> evaluate.EvaluationModule:

@@ -27,7 +27,15 @@ from numpy.typing import ArrayLike
 
 from ..cli import InputError, model_type_of, run_console_script
 from ..clips import check_clip_mode
-from ..metrics import binary_auroc, classification_metrics, regression_metrics
+from ..metrics import (
+    DEFAULT_NUM_BOOTSTRAP,
+    binary_auroc,
+    bootstrap_auroc_ci,
+    bootstrap_ci,
+    bootstrap_macro_f1_ci,
+    classification_metrics,
+    regression_metrics,
+)
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
@@ -108,12 +116,13 @@ def linear_probe_classification(
     num_classes: int,
     cs: tuple[float, ...] = LOGISTIC_CS,
     seed: int = 0,
+    num_bootstrap: int = 0,
 ) -> dict[str, Any]:
     """
     Logistic regression on standardised features: `C` chosen by validation macro-F1, scores on the test split.
 
-    Each argument is `(features, labels)`. Returns test accuracy, balanced accuracy and macro-F1, the chosen `C`
-    and the validation macro-F1 of every `C`.
+    Each argument is `(features, labels)`. Returns test accuracy, balanced accuracy and macro-F1 (with its
+    bootstrap 95% interval when `num_bootstrap` > 0), the chosen `C` and the validation macro-F1 of every `C`.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -126,7 +135,10 @@ def linear_probe_classification(
         probe.fit(np.asarray(train[0]), np.asarray(train[1]))
         fits[c] = (probe, classification_metrics(probe.predict(np.asarray(validation[0])), validation[1], classes))
     best_c = max(cs, key=lambda c: fits[c][1]["macro_f1"])
-    test_metrics = classification_metrics(fits[best_c][0].predict(np.asarray(test[0])), test[1], classes)
+    predicted = fits[best_c][0].predict(np.asarray(test[0]))
+    test_metrics = classification_metrics(predicted, test[1], classes)
+    if num_bootstrap:
+        test_metrics["macro_f1_95ci"] = list(bootstrap_macro_f1_ci(predicted, test[1], classes, num_bootstrap, seed=seed))
     return {**test_metrics, "C": best_c, "validation_macro_f1": {str(c): fits[c][1]["macro_f1"] for c in cs}}
 
 
@@ -135,12 +147,15 @@ def linear_probe_regression(
     validation: tuple[ArrayLike, ArrayLike],
     test: tuple[ArrayLike, ArrayLike],
     alphas: tuple[float, ...] = RIDGE_ALPHAS,
+    num_bootstrap: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """
     Ridge regression (e.g. of LVEF) on standardised features: `alpha` chosen by validation MAE.
 
-    Returns the test MAE, RMSE, R² and HFrEF AUROC, the chosen `alpha`, and the test MAE of predicting the
-    training mean for every video (the baseline a useful representation must beat).
+    Returns the test MAE, RMSE, R² and HFrEF AUROC (each with its bootstrap 95% interval when `num_bootstrap` > 0),
+    the chosen `alpha`, and the test MAE of predicting the training mean for every video (the baseline a useful
+    representation must beat).
     """
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
@@ -154,7 +169,11 @@ def linear_probe_regression(
         fits[alpha] = (probe, float(error.mean()))
     best_alpha = min(alphas, key=lambda alpha: fits[alpha][1])
     targets = np.asarray(test[1], dtype=np.float64)
-    metrics = regression_metrics(fits[best_alpha][0].predict(np.asarray(test[0])), targets)
+    predicted = fits[best_alpha][0].predict(np.asarray(test[0]))
+    metrics = regression_metrics(predicted, targets)
+    if num_bootstrap:
+        intervals = bootstrap_ci(predicted, targets, num_bootstrap, seed=seed)
+        metrics.update({f"{name}_95ci": list(interval) for name, interval in intervals.items()})
     baseline = float(np.abs(targets - np.mean(np.asarray(train[1], dtype=np.float64))).mean())
     return {
         **metrics,
@@ -188,9 +207,10 @@ def _knn_candidates(features: FeatureSplits, k_values: tuple[int, ...]):
 
 def knn_protocol(
     features: FeatureSplits, labels: dict[str, np.ndarray], num_classes: int, k_values: tuple[int, ...] = K_CANDIDATES,
-    temperature: float = 0.07,
+    temperature: float = 0.07, num_bootstrap: int = 0, seed: int = 0,
 ) -> dict[str, Any]:
-    """Weighted kNN classification of the test split; pooling, standardisation and k chosen by validation macro-F1."""
+    """Weighted kNN classification of the test split; pooling, standardisation and k chosen by validation macro-F1.
+    With `num_bootstrap` > 0, the test macro-F1 gets its bootstrap 95% interval."""
     classes = list(range(num_classes))
     best = None
     for settings, prepared in _knn_candidates(features, k_values):
@@ -202,15 +222,19 @@ def knn_protocol(
     score, settings, prepared = best
     predicted, _ = knn_predict(prepared["train"], labels["train"], prepared["test"], num_classes, settings["k"],
                                temperature)
-    return {**classification_metrics(predicted, labels["test"], classes), **settings, "temperature": temperature,
-            "validation_macro_f1": score}
+    metrics = classification_metrics(predicted, labels["test"], classes)
+    if num_bootstrap:
+        metrics["macro_f1_95ci"] = list(bootstrap_macro_f1_ci(predicted, labels["test"], classes, num_bootstrap, seed=seed))
+    return {**metrics, **settings, "temperature": temperature, "validation_macro_f1": score}
 
 
 def anomaly_protocol(
     features: FeatureSplits, labels: dict[str, np.ndarray], normal: int, k_values: tuple[int, ...] = K_CANDIDATES,
+    num_bootstrap: int = 0, seed: int = 0,
 ) -> dict[str, Any]:
     """AUROC of the kNN anomaly score (the k nearest normal training videos) for "not `normal`" on the test split;
-    pooling, standardisation and k chosen by validation AUROC."""
+    pooling, standardisation and k chosen by validation AUROC. With `num_bootstrap` > 0, the test AUROC gets its
+    bootstrap 95% interval."""
     memory = labels["train"] == normal
     if not memory.any():
         raise InputError("The training split has no normal videos to serve as the anomaly memory")
@@ -222,17 +246,21 @@ def anomaly_protocol(
             best = (auroc, settings, prepared)
     auroc, settings, prepared = best
     scores = knn_anomaly_scores(prepared["train"][memory], prepared["test"], settings["k"])
-    return {"auroc": binary_auroc(scores, labels["test"] != normal), **settings, "normal_memory": int(memory.sum()),
-            "validation_auroc": auroc}
+    abnormal = labels["test"] != normal
+    metrics = {"auroc": binary_auroc(scores, abnormal)}
+    if num_bootstrap:
+        metrics["auroc_95ci"] = list(bootstrap_auroc_ci(scores, abnormal, num_bootstrap, seed=seed))
+    return {**metrics, **settings, "normal_memory": int(memory.sum()), "validation_auroc": auroc}
 
 
 def linear_protocol(
-    features: FeatureSplits, labels: dict[str, np.ndarray], num_classes: int, seed: int = 0
+    features: FeatureSplits, labels: dict[str, np.ndarray], num_classes: int, seed: int = 0, num_bootstrap: int = 0
 ) -> dict[str, Any]:
     """[`linear_probe_classification`] on each pooling; the pooling with the best validation macro-F1 is reported."""
     fits = {
         pooling: linear_probe_classification(
-            *((splits[split], labels[split]) for split in ("train", "validation", "test")), num_classes, seed=seed
+            *((splits[split], labels[split]) for split in ("train", "validation", "test")), num_classes, seed=seed,
+            num_bootstrap=num_bootstrap,
         )
         for pooling, splits in features.items()
     }
@@ -240,10 +268,15 @@ def linear_protocol(
     return {**fits[pooling], "pooling": pooling}
 
 
-def ridge_protocol(features: FeatureSplits, targets: dict[str, np.ndarray]) -> dict[str, Any]:
+def ridge_protocol(
+    features: FeatureSplits, targets: dict[str, np.ndarray], num_bootstrap: int = 0, seed: int = 0
+) -> dict[str, Any]:
     """[`linear_probe_regression`] on each pooling; the pooling with the lowest validation MAE is reported."""
     fits = {
-        pooling: linear_probe_regression(*((splits[split], targets[split]) for split in ("train", "validation", "test")))
+        pooling: linear_probe_regression(
+            *((splits[split], targets[split]) for split in ("train", "validation", "test")),
+            num_bootstrap=num_bootstrap, seed=seed,
+        )
         for pooling, splits in features.items()
     }
     pooling = min(fits, key=lambda name: min(fits[name]["validation_mae"].values()))
@@ -271,6 +304,7 @@ class EvalConfig(DataSelection):
     cache_dir: str | None = None
     device: str | None = None
     seed: int = 0
+    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP
     disable_tqdm: bool = False
 
 
@@ -357,17 +391,21 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
         results["classes"] = id2label
         num_classes = len(id2label)
         if "knn" in config.protocols:
-            results["knn"] = knn_protocol(features, labels, num_classes, tuple(config.k), config.temperature)
+            results["knn"] = knn_protocol(features, labels, num_classes, tuple(config.k), config.temperature,
+                                          config.num_bootstrap, config.seed)
         if "anomaly" in config.protocols:
             normal = list(id2label.values()).index(config.normal_class)
             results["anomaly"] = {
-                **anomaly_protocol(features, labels, normal, tuple(config.k)), "normal_class": config.normal_class
+                **anomaly_protocol(features, labels, normal, tuple(config.k), config.num_bootstrap, config.seed),
+                "normal_class": config.normal_class,
             }
         if "linear" in config.protocols:
-            results["linear"] = linear_protocol(features, labels, num_classes, seed=config.seed)
+            results["linear"] = linear_protocol(features, labels, num_classes, config.seed, config.num_bootstrap)
     if "ridge" in config.protocols:
         targets = {split: np.asarray(splits[split][config.regression_column], dtype=np.float64) for split in splits}
-        results["ridge"] = {"target": config.regression_column, **ridge_protocol(features, targets)}
+        results["ridge"] = {
+            "target": config.regression_column, **ridge_protocol(features, targets, config.num_bootstrap, config.seed)
+        }
     (output_dir / "representation_metrics.json").write_text(json.dumps(results, indent=2, default=float))
     return results
 
@@ -379,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Writes representation_metrics.json in --output_dir and caches features under --cache_dir. kNN and the "
             "logistic probe report accuracy, balanced accuracy and macro-F1 on the test split; the anomaly protocol "
-            "reports the AUROC of Normal vs the other classes; ridge reports MAE, RMSE, R² and the train-mean baseline."
+            "reports the AUROC of Normal vs the other classes; ridge reports MAE, RMSE, R² and the train-mean baseline. "
+            "Each test score comes with its bootstrap 95%% interval (<metric>_95ci)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -401,7 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--k", type=int, nargs="+", default=list(K_CANDIDATES),
                           help="Neighbours for kNN and the anomaly score; with several, validation chooses.")
     protocol.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature.")
-    protocol.add_argument("--seed", type=int, default=0, help="Seed of the logistic probe.")
+    protocol.add_argument("--seed", type=int, default=0, help="Seed of the logistic probe and of the bootstrap.")
+    protocol.add_argument("--num_bootstrap", type=int, default=DEFAULT_NUM_BOOTSTRAP,
+                          help="Bootstrap resamples of the test split for the 95%% intervals of every probe's "
+                               "score (0 skips them).")
     features = parser.add_argument_group("features")
     features.add_argument("--pooling", choices=("auto", *POOLINGS), default="auto",
                           help="Feature of each clip: the CLS token, the mean of the patch tokens, or auto (each "

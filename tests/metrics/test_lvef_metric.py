@@ -11,7 +11,16 @@ import pytest
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score, roc_auc_score
 
 import discovr.metrics as lvef_metrics
-from discovr.metrics import binary_auroc, bootstrap_ci, regression_metrics, roc_curve
+from discovr.metrics import (
+    DEFAULT_NUM_BOOTSTRAP,
+    binary_auroc,
+    bootstrap_auroc_ci,
+    bootstrap_ci,
+    bootstrap_macro_f1_ci,
+    macro_f1,
+    regression_metrics,
+    roc_curve,
+)
 
 
 # Hand example: errors (-2, 5, 10, -5); references mean 40.5, total sum of squares 833.
@@ -155,6 +164,28 @@ def test_bootstrap_skips_resamples_without_both_classes(caplog):
     assert intervals["auroc"] == (1.0, 1.0)
     only_negatives = bootstrap_ci([60.0, 70.0], [65.0, 75.0], num_bootstrap=20, seed=0)
     assert all(math.isnan(bound) for bound in only_negatives["auroc"])
+
+
+def test_auroc_and_macro_f1_intervals_match_naive_resampling(echo_like):
+    """Both count-weighted bootstraps equal recomputing the metric on each explicit resample."""
+    predictions, references = echo_like[0][:60], echo_like[1][:60]
+    num_bootstrap, seed = 200, 5
+    indices = np.random.default_rng(seed).integers(0, 60, size=(num_bootstrap, 60))
+    abnormal = references < 50
+    naive_auroc = [roc_auc_score(abnormal[row], -predictions[row]) for row in indices]
+    assert bootstrap_auroc_ci(-predictions, abnormal, num_bootstrap, seed=seed) == pytest.approx(
+        tuple(np.quantile(naive_auroc, [0.025, 0.975])), rel=1e-9)
+    # Three classes, so that a resample can lack one: it then scores 0 for it, as `macro_f1` with fixed labels does.
+    predicted_class, true_class = np.digitize(predictions, [40, 60]), np.digitize(references, [40, 60])
+    naive_f1 = [macro_f1(predicted_class[row], true_class[row], [0, 1, 2]) for row in indices]
+    assert bootstrap_macro_f1_ci(predicted_class, true_class, [0, 1, 2], num_bootstrap, seed=seed) == pytest.approx(
+        tuple(np.quantile(naive_f1, [0.025, 0.975])), rel=1e-9)
+
+
+def test_default_resamples_are_echonets():
+    assert DEFAULT_NUM_BOOTSTRAP == 10_000
+    low, high = bootstrap_macro_f1_ci([0, 1, 1, 0, 1, 0], [0, 1, 0, 0, 1, 1], seed=0)
+    assert 0.0 <= low <= high <= 1.0
 
 
 def test_bootstrap_rejects_bad_settings():

@@ -122,6 +122,11 @@ def test_eval_end_to_end(synthetic_echonet, tiny_encoder_dir, tmp_path):
     assert 0.0 <= results["anomaly"]["auroc"] <= 1.0
     assert results["anomaly"]["normal_memory"] == 5  # 8 training videos, 3 with EF < 50
     assert math.isfinite(results["ridge"]["mae"])
+    # Every test score carries its bootstrap interval (10,000 resamples by default).
+    for protocol, metric in (("knn", "macro_f1"), ("linear", "macro_f1"), ("ridge", "mae"), ("ridge", "r2")):
+        low, high = results[protocol][f"{metric}_95ci"]
+        assert low <= high, (protocol, metric)
+    assert results["ridge"]["mae_95ci"][0] <= results["ridge"]["mae"] <= results["ridge"]["mae_95ci"][1]
     assert json.loads((tmp_path / "representation_metrics.json").read_text())["knn"] == results["knn"]
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 3
 

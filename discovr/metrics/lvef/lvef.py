@@ -9,7 +9,7 @@ Load it by path, which works offline:
 import datasets
 import evaluate
 
-from discovr.metrics import HFREF_THRESHOLD, bootstrap_ci, regression_metrics
+from discovr.metrics import DEFAULT_NUM_BOOTSTRAP, HFREF_THRESHOLD, bootstrap_ci, regression_metrics
 
 
 _DESCRIPTION = """
@@ -28,7 +28,7 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list` of `float`): predicted EF in %, one per video.
     references (`list` of `float`): true EF in %, one per video.
-    num_bootstrap (`int`, defaults to 1000): bootstrap resamples for the confidence intervals
+    num_bootstrap (`int`, defaults to 10000): bootstrap resamples for the confidence intervals
         (EchoNet-Dynamic uses 10000); 0 skips the intervals.
     confidence_level (`float`, defaults to 0.95): coverage of the intervals.
     seed (`int`, *optional*): seed of the bootstrap, for reproducible intervals.
@@ -80,7 +80,7 @@ class Lvef(evaluate.Metric):
         self,
         predictions: list[float],
         references: list[float],
-        num_bootstrap: int = 1000,
+        num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP,
         confidence_level: float = 0.95,
         seed: int | None = None,
         hfref_threshold: float = HFREF_THRESHOLD,
