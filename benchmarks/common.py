@@ -205,8 +205,8 @@ def _markers(name: str) -> tuple[str, str]:
 def replace_section(path: Path | str, name: str, lines: Sequence[str]) -> None:
     """Write `lines` between the markers of section `name` in a markdown file (appended when they are absent).
 
-    Benchmarks too long for `make bench` (the representation-quality run) own such a section; `run_all` keeps
-    every marked section when it regenerates the rest of the file.
+    Every benchmark owns one such section of `docs/benchmarks.md`; the text outside the markers is written by
+    hand and never touched.
     """
     path = Path(path)
     start, end = _markers(name)
@@ -218,17 +218,3 @@ def replace_section(path: Path | str, name: str, lines: Sequence[str]) -> None:
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
     path.write_text(text, encoding="utf-8")
-
-
-def marked_sections(text: str) -> list[str]:
-    """Every marked section block of a markdown text, markers included, in order."""
-    blocks = []
-    while "<!-- section:" in text:
-        text = text[text.index("<!-- section:"):]
-        name = text[len("<!-- section:"):text.index(" -->")]
-        end = _markers(name)[1]
-        if end not in text:
-            break
-        blocks.append(text[: text.index(end) + len(end)])
-        text = text[text.index(end) + len(end):]
-    return blocks

@@ -7,16 +7,13 @@ mode under `torch.inference_mode` with SDPA attention, on the same input tensor.
 token: it encodes 1 + N tokens where VideoMAE encodes N.
 
 Timing is interleaved (DISCOVR, VideoMAE, VideoMAE, DISCOVR, ...), and each ratio is DISCOVR / VideoMAE
-from the same process run. `--compile` also times `torch.compile(DiscovrModel)` against eager DISCOVR, and
-`--separate-qkv` times a copy of DISCOVR whose attention takes its unfused path (three q/k/v matmuls, the
-path PEFT-wrapped projections use) to show what the fused projection buys.
+from the same process run. `--compile` also times `torch.compile(DiscovrModel)` against eager DISCOVR.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -110,19 +107,6 @@ def autocast_context(precision: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def with_separate_qkv(model: DiscovrModel) -> DiscovrModel:
-    """A copy of `model` whose attention layers run three q/k/v matmuls instead of one fused matmul.
-
-    A no-op forward pre-hook on `query` is enough: `DiscovrSelfAttention` only fuses unhooked plain
-    `nn.Linear`s, so hooked ones (like PEFT-wrapped ones) take the separate path. Values are unchanged.
-    """
-    separate = copy.deepcopy(model)
-    for module in separate.modules():
-        if hasattr(module, "project_qkv"):
-            module.query.register_forward_pre_hook(lambda mod, args: None)
-    return separate
-
-
 def make_runner(model: torch.nn.Module, pixel_values: torch.Tensor, precision: str) -> Callable[[], object]:
     def run() -> object:
         with torch.inference_mode(), autocast_context(precision):
@@ -137,21 +121,16 @@ def bench_shape(
     warmup: int,
     repeats: int,
     compile_model: bool = False,
-    separate_qkv: bool = False,
 ) -> list[dict[str, object]]:
-    """Time DISCOVR and VideoMAE (and the compiled / separate-q/k/v DISCOVR variants, if asked) interleaved,
-    at every precision."""
+    """Time DISCOVR and VideoMAE (and the compiled DISCOVR, if asked) interleaved, at every precision."""
     discovr, videomae, pixel_values = build_models(shape)
     compiled = torch.compile(discovr) if compile_model else None
-    separate = with_separate_qkv(discovr) if separate_qkv else None
     rows: list[dict[str, object]] = []
     for precision in precisions:
         runners = {
             "discovr": make_runner(discovr, pixel_values, precision),
             "videomae": make_runner(videomae, pixel_values, precision),
         }
-        if separate is not None:
-            runners["discovr_separate_qkv"] = make_runner(separate, pixel_values, precision)
         if compiled is not None:
             logger.info("[%s/%s] compiling DiscovrModel with torch.compile", shape.name, precision)
             runners["discovr_compiled"] = make_runner(compiled, pixel_values, precision)
@@ -167,8 +146,6 @@ def bench_shape(
             "clips_per_s": {name: shape.batch_size / s.median for name, s in stats.items()},
             "ratio_discovr_over_videomae": ratio_summary(times["discovr"], times["videomae"]),
         }
-        if separate is not None:
-            row["ratio_fused_over_separate_qkv"] = ratio_summary(times["discovr"], times["discovr_separate_qkv"])
         if compiled is not None:
             row["ratio_compiled_over_eager"] = ratio_summary(times["discovr_compiled"], times["discovr"])
         logger.info(
@@ -200,10 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile", dest="compile_model", action="store_true",
         help="also time torch.compile(DiscovrModel) (inductor) and report compiled/eager",
     )
-    parser.add_argument(
-        "--separate-qkv", action="store_true",
-        help="also time DISCOVR with three separate q/k/v matmuls (its unfused path) and report fused/separate",
-    )
     add_common_args(parser, warmup=1, repeats=5)
     return parser
 
@@ -221,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     results: list[dict[str, object]] = []
     for name in shapes:
         results.extend(
-            bench_shape(SHAPES[name], precisions, args.warmup, args.repeats, args.compile_model, args.separate_qkv)
+            bench_shape(SHAPES[name], precisions, args.warmup, args.repeats, args.compile_model)
         )
     for row in results:
         for name, timing in row["timings"].items():
@@ -235,7 +208,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "compile": args.compile_model,
-        "separate_qkv": args.separate_qkv,
         "notes": notes,
         "results": results,
     }

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import machine_info, marked_sections, setup_logging
+from benchmarks.common import machine_info, replace_section, setup_logging
 
 logger = logging.getLogger("benchmarks.run_all")
 
@@ -40,7 +40,6 @@ class Spec:
     argvs: list[list[str]]
     quick_argvs: list[list[str]]
     title: str
-    required: bool = True  # missing optional modules (other issues' benchmarks) are skipped, not failures
 
 
 def specs(compile_model: bool) -> list[Spec]:
@@ -51,9 +50,9 @@ def specs(compile_model: bool) -> list[Spec]:
             "encoder_vs_videomae", "benchmarks.encoder_vs_videomae",
             # torch.compile is timed at the small size only: at ViT-B its compile time and 3 more forwards per
             # round would not fit the 15-minute budget of `make bench` on 2 cores.
-            [["--shapes", "small", "--warmup", "3", "--repeats", "30", "--separate-qkv", *compile_flag],
-             ["--shapes", "vit-b", "--warmup", "1", "--repeats", "6", "--separate-qkv"]],
-            [["--quick", "--separate-qkv"]],
+            [["--shapes", "small", "--warmup", "3", "--repeats", "30", *compile_flag],
+             ["--shapes", "vit-b", "--warmup", "1", "--repeats", "6"]],
+            [["--quick"]],
             "Encoder inference: DiscovrModel vs VideoMAEModel",
         ),
         Spec(
@@ -62,10 +61,9 @@ def specs(compile_model: bool) -> list[Spec]:
             [["--quick", "--profile"]],
             "Hardware efficiency: ViT-B encoder forward vs a large matmul",
         ),
-        Spec("pretrain_step", "benchmarks.pretrain_step", [[]], [["--quick"]], "Pretraining step", required=False),
-        Spec("data_loading", "benchmarks.data_loading", [[]], [["--quick"]], "Data loading", required=False),
-        Spec("dicom_prepare", "benchmarks.dicom_prepare", [[]], [["--quick"]], "DICOM to AVI: discovr-prepare",
-             required=False),
+        Spec("pretrain_step", "benchmarks.pretrain_step", [[]], [["--quick"]], "Pretraining step"),
+        Spec("data_loading", "benchmarks.data_loading", [[]], [["--quick"]], "Data loading"),
+        Spec("dicom_prepare", "benchmarks.dicom_prepare", [[]], [["--quick"]], "DICOM to AVI: discovr-prepare"),
     ]
 
 
@@ -74,7 +72,6 @@ class Outcome:
     spec: Spec
     result: dict | None = None
     error: str | None = None
-    skipped: str | None = None
     seconds: float = 0.0
     load_before: list[float] = field(default_factory=list)
 
@@ -91,16 +88,9 @@ def run_spec(spec: Spec, quick: bool) -> Outcome:
     import os
 
     outcome = Outcome(spec, load_before=[round(x, 2) for x in os.getloadavg()])
-    try:
-        module = importlib.import_module(spec.module)
-    except ModuleNotFoundError as error:
-        if spec.required or error.name != spec.module:
-            outcome.error = f"import failed: {error}"
-        else:
-            outcome.skipped = f"`{spec.module}` does not exist yet"
-        return outcome
     start = time.perf_counter()
     try:
+        module = importlib.import_module(spec.module)
         parts = [module.main(argv) for argv in (spec.quick_argvs if quick else spec.argvs)]
         outcome.result = merge_results(parts)
     except Exception as error:  # noqa: BLE001 - one broken benchmark must not lose the others' results
@@ -177,19 +167,11 @@ def render_encoder(result: dict) -> list[str]:
         ))
     lines += table(("Size", "Precision", "DISCOVR", "VideoMAE", "DISCOVR / VideoMAE", "Target ≤ 1.0",
                     "DISCOVR clips/s"), rows)
-    variants = [r for r in result["results"] if "ratio_fused_over_separate_qkv" in r or "ratio_compiled_over_eager" in r]
+    variants = [r for r in result["results"] if "ratio_compiled_over_eager" in r]
     if variants:
-        lines += ["", "Variants of DISCOVR timed in the same rounds (ratio < 1: the variant in the numerator is faster):", ""]
-        rows = []
-        for row in variants:
-            if "ratio_fused_over_separate_qkv" in row:
-                rows.append((row["shape"], row["precision"], "fused q/k/v (default) / three q/k/v matmuls",
-                             fmt_stats(row["timings"]["discovr_separate_qkv"]),
-                             fmt_ratio(row["ratio_fused_over_separate_qkv"])))
-            if "ratio_compiled_over_eager" in row:
-                rows.append((row["shape"], row["precision"], "`torch.compile` / eager",
-                             fmt_stats(row["timings"]["discovr_compiled"]),
-                             fmt_ratio(row["ratio_compiled_over_eager"])))
+        lines += ["", "`torch.compile(DiscovrModel)` timed in the same rounds (ratio < 1: compiled is faster):", ""]
+        rows = [(row["shape"], row["precision"], "`torch.compile` / eager", fmt_stats(row["timings"]["discovr_compiled"]),
+                 fmt_ratio(row["ratio_compiled_over_eager"])) for row in variants]
         lines += table(("Size", "Precision", "Comparison", "Variant time", "Ratio"), rows)
     compiled = [r["ratio_compiled_over_eager"]["paired_median"] for r in result["results"]
                 if "ratio_compiled_over_eager" in r]
@@ -310,12 +292,10 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
 }
 
 
-def render_section(outcome: Outcome) -> list[str]:
-    lines = [f"## {outcome.spec.title}", "", f"`python -m {outcome.spec.module}` — "]
-    if outcome.skipped:
-        return lines[:-1] + [f"Not run: {outcome.skipped}.", ""]
+def render_section(outcome: Outcome, date: str) -> list[str]:
+    lines = [f"## {outcome.spec.title}", "", f"`python -m {outcome.spec.module}`, {date} — "]
     if outcome.error:
-        return lines[:-1] + [f"**Failed**: `{outcome.error}` (see the `make bench` log).", ""]
+        return lines[:-1] + [f"**Failed** on {date}: `{outcome.error}` (see the `make bench` log).", ""]
     lines[-1] += f"{outcome.seconds:.0f} s in this run."
     lines.append("")
     try:
@@ -341,140 +321,33 @@ def render_gpu(machine: dict) -> list[str]:
     ]
 
 
-def render_document(machine: dict, outcomes: list[Outcome], total_seconds: float, command: str,
-                    analysis: str | None) -> str:
-    lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `make bench` (`python -m benchmarks.run_all`); do not edit by hand. Every ratio compares "
-        "workloads timed interleaved in the same process run. This is a shared 2-core virtual machine: other "
-        "jobs' load (listed below) slows runs unpredictably, so absolute times vary between runs and the paired "
-        "ratios are the figures to read.",
-        "",
-        "## Where and how",
-        "",
-        *render_machine(machine, outcomes, total_seconds, command),
-        "",
-    ]
-    for outcome in outcomes:
-        lines += render_section(outcome)
-    lines += render_gpu(machine)
-    if analysis:
-        lines += [analysis.rstrip(), ""]
-    return "\n".join(lines)
+HEADER = """\
+# Benchmarks
 
-
-# Hand-written findings appended to the generated document. They describe the code and the profiling done
-# while writing it; every number about this run is in the generated tables above them.
-ANALYSIS = """\
-## Findings and speed work
-
-**Change made to the model (from profiling).** `DiscovrSelfAttention.project_qkv` computes query, key and
-value with one matmul on the concatenated `query`/`key`/`value` weights (the key's missing bias is a zero
-block), then splits the (B, L, 3, H, Dh) result into strided views, with no copies. The three `nn.Linear`
-modules, their names and the state dict are unchanged. The fused path is taken only when all three are
-plain, unhooked `nn.Linear`s. PEFT-wrapped projections (`target_modules=["query", "value"]`), quantised or
-hooked ones, and accelerate-offloaded ones use the original three-matmul path, so LoRA works as before.
-Outputs are bit-identical to the three-matmul path (fp32, bf16 autocast, eager and SDPA). The converter
-parity against the published encoder is unchanged: max abs error 1.3e-6 on full clips and 1.5e-6 on masked
-clips, against a 1e-5 tolerance.
-
-During development the change was measured on this machine, interleaved:
-- the projections alone at ViT-B (1569 tokens): one fused GEMM took 0.72× the time of three GEMMs in fp32;
-- the whole encoder: about 2% less time (paired 0.98 on a 4-layer ViT-B in fp32);
-- the gain is small because the projections are a fifth of the FLOPs.
-
-Part of the gain goes to the per-forward weight concat (`aten::cat`), a freshly allocated 7 MB tensor per
-layer. On a quiet machine it is negligible: 0.08 ms per concat timed alone, and 4–5 ms for all 25 concats of
-a ViT-B forward. In `make bench` runs where other jobs were competing for the cores, the same concats took
-about 300 ms, 5–8% of the profile. Caching the concatenated weight saved
-another 2–3% in the same A/B test. It was **not** adopted: it would add 85 MB of resident weights per ViT-B
-encoder (and per EMA teacher), and would need cache invalidation on every weight update. The "fused / three
-q/k/v matmuls" rows above time both paths in this run. On this machine the noise of a single run is of the
-same order as the effect.
-
-**Checked and left alone.** The CLS concat and the position-table add each copy one (1 + N) × D tensor per
-forward. Both are well under 1% of a ViT-B forward. Most `aten::copy_` time comes from two sources, and
-VideoMAE pays the same for both:
-- torch's CPU `addmm` writes the broadcast bias into the output before the GEMM;
-- bf16 autocast re-casts fp32 LayerNorm outputs and weights.
-
-**What bounds the VideoMAE ratio.** Both encoders run the same kernels (oneDNN GEMMs, the CPU flash SDPA
-kernel, LayerNorm, GELU). DISCOVR encodes one extra token, its CLS (1569 against 1568 at ViT-B). That is
-0.06% more projection work and 0.13% more attention work. The odd row count costs the GEMMs more than
-that. The encoder's GEMMs were timed alone and interleaved on a quiet machine, at M = 1569 against M = 1568:
-- fp32: 0.99–1.03× the time;
-- bf16: 0.99–1.10× the time (1.10× for the 768→768 output projection).
-
-The CPU SDPA kernel showed no such penalty (within 1%). In quiet `make bench` runs DISCOVR measured 1–4%
-slower than VideoMAE in fp32 (bf16 ranged from 0.99 to 1.05). The fused q/k/v (about 2% in fp32) offsets only part of the CLS token's cost. Closing
-the rest would mean changing the token count: padding to a multiple of 16 adds 1% of work, and dropping
-CLS would no longer be the published model. The gap is as large at the small size (393 against 392 tokens), so the odd-length GEMM penalty is the
-measured and plausible cause, but it has not been isolated inside the full model. **So the ≤ 1.0 target
-is missed, by the margin the table shows.** In contended runs, read the per-round range before the median.
-
-**What bounds hardware efficiency.** In fp32 the forward is GEMM-bound. On a quiet machine `addmm` plus
-the SDPA kernel take about 97% of self time, and the forward runs at over 90% of the 4096² matmul rate.
-Measured alone during development, both kernels ran at 85–105% of that rate. The rest is memory-bound: bias
-copies, the q/k/v weight concat, LayerNorm, residual adds and GELU. Under contention from other jobs these
-memory-bound ops grow to 10–30% of the profile (in `make bench` runs with load around 4), and efficiency
-falls to about 70%. So the profile tables above show the load as well as the model.
-
-In bf16 two things dominate:
-- **The CPU flash-attention kernel.** It does a quarter of the FLOPs but takes the largest share of the time:
-  it runs far below the bf16 GEMM rate, and at times below its own fp32 speed.
-- **Autocast cast traffic** (`aten::copy_`).
-
-Both belong to torch and are shared with VideoMAE. The model cannot remove them while it keeps SDPA and
-autocast. So bf16 efficiency is far below fp32 efficiency, and bf16's end-to-end speed-up over fp32 is well
-below its matmul speed-up (compare the two matmul rates in the efficiency table).
-
-**torch.compile: not kept as a model option.** The inductor path (`--compile` on
-`benchmarks.encoder_vs_videomae`) is timed above at the small size, where element-wise fusion matters most.
-Across six development and `make bench` runs on this machine, the paired compiled/eager ratios were:
-- fp32: 1.12, 1.10, 0.98, 0.78, 0.80, 0.89;
-- bf16: 0.90, 0.99, 1.01, 1.08, 0.93, 0.95.
-
-At best that is a few percent at this small size, not consistently, and compiling costs 5–40 s up front. At ViT-B the forward is at least 97%
-GEMM and SDPA when the machine is quiet, and inductor calls the same kernels, so there is little left for it
-to fuse. `torch.compile` therefore stays a benchmark flag, and no config option was added to the model.
-
-**Data loading (changed from profiling).** torchcodec decodes a 64-frame clip in about 4–5 ms here. Before
-this change the loader spent nearly as long again after decoding, copying and normalising the float clip
-(64×3×112×112, 9.6 MB). Four changes, with values bit-identical to before:
-- `VideoTransform` still decodes each row alone, so one corrupt file fails or is skipped alone. It then
-  normalises the clips of the rows read together (a DataLoader batch) as one tensor and gives each row a
-  view of it. `collate_videos` (`stack_rows`) hands that tensor on instead of stacking the rows again: one
-  full copy of the float batch fewer (77 MB at batch 8).
-- `DiscovrVideoProcessor` returns the batch it processed when every video has the same shape. The base
-  class splits it into videos and stacks them again.
-- torchcodec returns frames channels-last in memory. The processor now makes its float copy in the standard
-  layout, so the per-channel normalisation runs over whole planes rather than rows of three values. Its
-  output is contiguous.
-- `read_video` no longer re-indexes the decoded frames when no frame repeats.
-
-Before and after, alternating the previous commit and this one, 3 runs of 9 passes each: the speed-up over
-the OpenCV loader was 1.62–2.08× (paired medians 1.64–1.93) before, and 2.22–2.72× (paired 2.25–2.48)
-after. Most of what remains after decoding is the first touch of the freshly allocated float batch (page
-faults on this virtual machine), which the OpenCV loader pays as well. With 2 workers on 2 cores the loader
-stays near 1×: the main process and the workers compete for the cores. When another process is busy, decode
-with one torch thread: torchcodec's per-frame copies run on torch's intra-op threads and stall on a busy
-core, which made decoding 3–4× slower with 2 threads (`docs/data.md`).
-
-**Measurement caveats.** This is a 2-core virtual machine shared with other jobs (load averages are in
-the first table). When they compete for the cores, OpenMP threads get descheduled and single runs can be
-several times slower. That is why every comparison is interleaved and reported as a paired ratio with
-its range. Absolute times and GFLOP/s move between runs; paired ratios move much less.
-
-## LVEF learning check (`make test-all`, not run by `make bench`)
-
-`tests/training/test_learning_check.py` fine-tunes the `tiny` preset from random weights (`--mode full`) on 150
-synthetic videos and requires a test MAE of at most 70% of the predict-the-training-mean baseline. Measured on
-this 2-core machine: test MAE **5.50** against a baseline of **13.36**, ratio **0.41** (passes; 0.48 in an
-earlier run, before the loader's output became contiguous). It took 150 epochs (~2,000 steps) at lr 5e-4, 5
-minutes. Shorter or hotter runs stay at the mean (ratio 1.00 at ~160
-steps, or with lr >= 1e-3); see `docs/finetuning.md`.
+The sections between `<!-- section:NAME -->` markers are written by the benchmarks: `make bench`
+(`python -m benchmarks.run_all`, which rewrites only the sections of the benchmarks it ran) and `make bench-ssl`
+(`representation_quality`). Everything else here is written by hand. Every ratio compares workloads timed
+interleaved in the same process run. This is a shared 2-core virtual machine: other jobs' load (listed with each
+run) slows runs unpredictably, so absolute times vary between runs and the paired ratios are the figures to read.
 """
+
+
+def render_sections(machine: dict, outcomes: list[Outcome], total_seconds: float,
+                    command: str) -> list[tuple[str, list[str]]]:
+    """`(section name, markdown lines)` for the run's machine, each benchmark that ran, and the GPU note."""
+    sections = [("where_and_how", ["## Where and how (the latest `make bench` run)", "",
+                                   *render_machine(machine, outcomes, total_seconds, command), ""])]
+    sections += [(outcome.spec.name, render_section(outcome, machine["date"])) for outcome in outcomes]
+    return sections + [("gpu", render_gpu(machine))]
+
+
+def write_document(output: Path, sections: list[tuple[str, list[str]]]) -> None:
+    """Replace each section in `output` (a new file starts with the header); other sections and prose are kept."""
+    if not output.is_file():
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(HEADER, encoding="utf-8")
+    for name, lines in sections:
+        replace_section(output, name, [line.rstrip() for line in lines])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -512,15 +385,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("=== %s", spec.name)
         outcomes.append(run_spec(spec, args.quick))
     total = time.perf_counter() - start
-    analysis = None if args.quick else ANALYSIS
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Sections owned by longer benchmarks (`make bench-ssl`) survive the regeneration.
-    kept = marked_sections(output.read_text(encoding="utf-8")) if output.is_file() else []
-    document = render_document(machine, outcomes, total, command.strip(), analysis)
-    output.write_text("\n\n".join([document.rstrip("\n"), *kept]) + "\n", encoding="utf-8")
+    write_document(output, render_sections(machine, outcomes, total, command.strip()))
     logger.info("wrote %s (%.1f min)", output, total / 60)
     if args.json:
-        args.json.write_text(json.dumps({o.spec.name: o.result or o.error or o.skipped for o in outcomes},
+        args.json.write_text(json.dumps({o.spec.name: o.result or o.error for o in outcomes},
                                         indent=2, default=str))
     failed = [o.spec.name for o in outcomes if o.error]
     if failed:

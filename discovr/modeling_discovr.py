@@ -173,16 +173,6 @@ def eager_attention_forward(
     return attn_output, attn_weights
 
 
-def _is_plain_linear(module: nn.Module) -> bool:
-    """An unwrapped `nn.Linear` whose forward nobody intercepts, so its weights may be used directly."""
-    return (
-        type(module) is nn.Linear
-        and not module._forward_hooks
-        and not module._forward_pre_hooks
-        and not hasattr(module, "_hf_hook")  # accelerate offload hooks replace `forward` itself
-    )
-
-
 class DiscovrSelfAttention(nn.Module):
     """Multi-head self-attention with separate `query`/`key`/`value` projections (the key has no bias)."""
 
@@ -200,35 +190,13 @@ class DiscovrSelfAttention(nn.Module):
         self.proj = nn.Linear(dims.hidden_size, dims.hidden_size)
         self.proj_dropout = nn.Dropout(dims.hidden_dropout_prob)
 
-    def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Query, key and value of (B, L, D) hidden states, each as (B, H, L, Dh).
-
-        When `query`, `key` and `value` are plain `nn.Linear`s, one matmul on their concatenated weights
-        replaces three: same values; the projections alone take about 0.72x the time on CPU at ViT-B size, the
-        whole forward at most a few percent less (see docs/benchmarks.md). Wrapped or hooked projections (PEFT
-        LoRA, quantisation, accelerate offload) keep their own forward, so adapters on `query`/`value` work.
-        """
-        projections = (self.query, self.key, self.value)
-        if not all(_is_plain_linear(module) for module in projections):
-            head_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
-            return tuple(module(hidden_states).view(head_shape).transpose(1, 2) for module in projections)
-        weight = torch.cat([module.weight for module in projections])
-        bias = None
-        if any(module.bias is not None for module in projections):
-            # The key has no bias: a zero block keeps the fused bias aligned with the fused weight.
-            bias = torch.cat([
-                module.bias if module.bias is not None else module.weight.new_zeros(module.out_features)
-                for module in projections
-            ])
-        qkv = nn.functional.linear(hidden_states, weight, bias)
-        # (B, L, 3*D) -> (B, L, 3, H, Dh) -> 3 x (B, H, L, Dh): strided views of the one output, no copies.
-        qkv = qkv.view(*hidden_states.shape[:-1], 3, self.num_heads, self.head_dim)
-        return tuple(qkv.permute(2, 0, 3, 1, 4).unbind(0))
-
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        query, key, value = self.project_qkv(hidden_states)
+        head_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
+        query, key, value = (
+            projection(hidden_states).view(head_shape).transpose(1, 2) for projection in (self.query, self.key, self.value)
+        )
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward

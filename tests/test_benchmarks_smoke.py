@@ -20,13 +20,7 @@ RATIO_KEYS = {"ratio_of_medians", "paired_median", "paired_min", "paired_max"}
 
 
 def run_quick(module_name: str, *extra: str) -> dict:
-    try:
-        module = importlib.import_module(f"benchmarks.{module_name}")
-    except ModuleNotFoundError as error:
-        if error.name == f"benchmarks.{module_name}":
-            pytest.skip(f"benchmarks.{module_name} does not exist yet")
-        raise
-    return module.main(["--quick", *extra])
+    return importlib.import_module(f"benchmarks.{module_name}").main(["--quick", *extra])
 
 
 def assert_timing(stats: dict) -> None:
@@ -43,26 +37,9 @@ def assert_ratio(summary: dict) -> None:
 
 @pytest.fixture(scope="module")
 def quick_results() -> dict[str, dict]:
-    """Results of every benchmark that exists, run once and shared by the layout and rendering tests."""
-    results = {}
-    for name, extra in (
-        ("encoder_vs_videomae", ("--separate-qkv",)),
-        ("flops", ("--profile",)),
-        ("pretrain_step", ()),
-        ("data_loading", ()),
-        ("dicom_prepare", ()),
-    ):
-        try:
-            results[name] = run_quick(name, *extra)
-        except pytest.skip.Exception:
-            continue
-    return results
-
-
-def get(results: dict, name: str) -> dict:
-    if name not in results:
-        pytest.skip(f"benchmarks.{name} does not exist yet")
-    return results[name]
+    """Results of every benchmark of `make bench`, run once and shared by the layout and rendering tests."""
+    extra = {"flops": ("--profile",)}
+    return {spec.name: run_quick(spec.name, *extra.get(spec.name, ())) for spec in run_all.specs(compile_model=False)}
 
 
 def test_common_helpers() -> None:
@@ -75,18 +52,17 @@ def test_common_helpers() -> None:
 
 
 def test_encoder_vs_videomae(quick_results) -> None:
-    result = get(quick_results, "encoder_vs_videomae")
+    result = quick_results["encoder_vs_videomae"]
     assert {"machine", "results", "shapes", "videomae_config"} <= result.keys()
     assert {row["precision"] for row in result["results"]} >= {"fp32"}
     for row in result["results"]:
-        for name in ("discovr", "videomae", "discovr_separate_qkv"):
+        for name in ("discovr", "videomae"):
             assert_timing(row["timings"][name])
         assert_ratio(row["ratio_discovr_over_videomae"])
-        assert_ratio(row["ratio_fused_over_separate_qkv"])
 
 
 def test_flops(quick_results) -> None:
-    result = get(quick_results, "flops")
+    result = quick_results["flops"]
     # The counter (with its CPU-SDPA formula) must agree with the analytic ViT count exactly.
     assert result["flops"] == result["flops_analytic"] > 0
     assert any("scaled_dot_product" in op for op in result["flops_per_op"])
@@ -99,7 +75,7 @@ def test_flops(quick_results) -> None:
 
 
 def test_pretrain_step(quick_results) -> None:
-    result = get(quick_results, "pretrain_step")
+    result = quick_results["pretrain_step"]
     assert {"machine", "results"} <= result.keys()
     for row in result["results"]:
         for stats in row["timings"].values():
@@ -108,7 +84,7 @@ def test_pretrain_step(quick_results) -> None:
 
 
 def test_data_loading(quick_results) -> None:
-    result = get(quick_results, "data_loading")
+    result = quick_results["data_loading"]
     assert {"machine", "results", "speedup_vs_opencv"} <= result.keys()
     for stats in result["results"].values():
         assert_timing(stats)
@@ -117,7 +93,7 @@ def test_data_loading(quick_results) -> None:
 
 
 def test_dicom_prepare(quick_results) -> None:
-    result = get(quick_results, "dicom_prepare")
+    result = quick_results["dicom_prepare"]
     assert {"machine", "results", "setup", "speedup_vs_echonet_style", "scaling_vs_workers0"} <= result.keys()
     assert set(result["results"]) == {"prepare_workers0", "prepare_workers1", "prepare_workers2", "echonet_style"}
     for stats in result["results"].values():
@@ -128,17 +104,28 @@ def test_dicom_prepare(quick_results) -> None:
 
 
 def test_run_all_renders_every_result(quick_results, tmp_path) -> None:
-    """The document renders every result (no fallback to raw JSON) without re-running the benchmarks."""
+    """The document renders every result (no fallback to raw JSON) without re-running the benchmarks, and a
+    partial run rewrites only its own sections, keeping the hand-written text and the other sections."""
     outcomes = [
         run_all.Outcome(spec, result=quick_results[spec.name], seconds=1.0, load_before=[0.0, 0.0, 0.0])
-        if spec.name in quick_results else run_all.Outcome(spec, skipped="missing", load_before=[0.0, 0.0, 0.0])
         for spec in run_all.specs(compile_model=False)
     ]
-    text = run_all.render_document(run_all.machine_info(), outcomes, 1.0, "python -m benchmarks.run_all --quick", None)
-    assert "```json" not in text
+    machine = run_all.machine_info()
+    output = tmp_path / "benchmarks.md"
+    run_all.write_document(output, run_all.render_sections(machine, outcomes, 1.0, "python -m benchmarks.run_all"))
+    text = output.read_text()
+    assert text.startswith("# Benchmarks") and "```json" not in text
     assert "## GPU" in text and "torch threads" in text
     for outcome in outcomes:
-        assert f"## {outcome.spec.title}" in text
+        assert f"## {outcome.spec.title}" in text and f"<!-- section:{outcome.spec.name} -->" in text
+
+    output.write_text(text + "\n## Findings\n\nWritten by hand.\n")
+    failed = run_all.Outcome(outcomes[0].spec, error="RuntimeError: boom", load_before=[0.0, 0.0, 0.0])
+    run_all.write_document(output, run_all.render_sections(machine, [failed], 1.0, "python -m benchmarks.run_all"))
+    rewritten = output.read_text()
+    assert "Written by hand." in rewritten and "**Failed**" in rewritten
+    for outcome in outcomes[1:]:
+        assert f"## {outcome.spec.title}" in rewritten
 
 
 def test_run_all_quick_requires_output() -> None:

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from ..cli import InputError, run_console_script
 from ..video_processing_discovr import VIDEO_SUFFIXES, VideoDecodeError, is_dicom_file
 from .avi import frame_rate_fraction, write_avi
-from .errors import DicomReadError, ManifestError
+from .errors import DicomReadError
 from .manifests import ECHONET_COLUMNS, ECHONET_SPLITS
 
 
