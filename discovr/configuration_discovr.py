@@ -6,6 +6,10 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 
+# The classification head's losses (Transformers' `ForVideoClassification` loss); None infers one from the labels.
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+
+
 class DiscovrConfig(PreTrainedConfig):
     r"""
     Configuration of a DISCOVR model: the video encoder, its classification head, and every
@@ -242,6 +246,8 @@ class DiscovrConfig(PreTrainedConfig):
         for name in ("hidden_act", "image_hidden_act"):
             if getattr(self, name) not in ACT2FN:
                 problems.append(f"`{name}` must be an activation Transformers knows, got {getattr(self, name)!r}")
+        if self.problem_type not in PROBLEM_TYPES:
+            problems.append(f"`problem_type` must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
         if self.dino_centering not in ("center", "sinkhorn_knopp"):
             problems.append(f"`dino_centering` must be 'center' or 'sinkhorn_knopp', got {self.dino_centering!r}")
         if not 0.0 <= self.dino_center_momentum <= 1.0:

@@ -432,35 +432,16 @@ class DiscovrForVideoClassification(DiscovrPreTrainedModel):
 
         loss = None
         if labels is not None:
-            loss = self.compute_loss(logits, labels.to(logits.device))
+            if self.num_labels == 1:
+                # Regression: integer targets (EF rounded to whole percent) must reach MSE as floats.
+                labels = labels.to(logits.dtype)
+            # Transformers' rule: MSE, cross-entropy or BCE-with-logits by `config.problem_type`, inferred when unset.
+            loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
         if not return_dict:
             output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
             return ((loss,) + output) if loss is not None else output
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
-        )
-
-    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """MSE, cross-entropy or BCE-with-logits, chosen by `config.problem_type` (inferred when unset)."""
-        if self.config.problem_type is None:
-            if self.num_labels == 1:
-                self.config.problem_type = "regression"
-            elif labels.dtype in (torch.long, torch.int):
-                self.config.problem_type = "single_label_classification"
-            else:
-                self.config.problem_type = "multi_label_classification"
-        if self.config.problem_type == "regression":
-            if self.num_labels == 1:
-                # reshape, not squeeze: a batch of one keeps its batch axis.
-                return nn.functional.mse_loss(logits.reshape(-1), labels.reshape(-1).to(logits.dtype))
-            return nn.functional.mse_loss(logits, labels.to(logits.dtype))
-        if self.config.problem_type == "single_label_classification":
-            return nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        if self.config.problem_type == "multi_label_classification":
-            return nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-        raise ValueError(
-            f"Unknown `problem_type` {self.config.problem_type!r}: expected 'regression', "
-            "'single_label_classification' or 'multi_label_classification'"
         )
 
 

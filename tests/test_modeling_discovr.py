@@ -206,7 +206,5 @@ def test_loss_kwargs_are_not_accepted():
 
 
 def test_unknown_problem_type(config):
-    config.num_labels, config.problem_type = 2, "ranking"
-    model = DiscovrForVideoClassification(config)
-    with pytest.raises(ValueError, match="problem_type"):
-        model(clips(config), labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="`problem_type` must be one of"):
+        DiscovrConfig(**{**config.to_dict(), "num_labels": 2, "problem_type": "ranking"})
