@@ -12,7 +12,8 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, logging
 
 from .configuration_discovr import DiscovrConfig
 from .losses_discovr import (
@@ -84,6 +85,21 @@ def gather_visible(tokens: torch.Tensor, bool_masked_pos: torch.Tensor) -> torch
     """Keep the unmasked tokens of each sample, in positional order: (B, N, D) -> (B, N_visible, D)."""
     batch_size, _, dim = tokens.shape
     return tokens[~bool_masked_pos].reshape(batch_size, -1, dim)
+
+
+# What Transformers' own callers (Trainer, pipelines, generation utilities) may pass to any model's forward.
+TRANSFORMERS_FORWARD_KWARGS = frozenset(TransformersKwargs.__annotations__)
+
+
+def check_forward_kwargs(model_name: str, kwargs: dict, hint: str = "") -> None:
+    """Raise `TypeError` naming every keyword that is neither an argument of the forward nor a Transformers
+    convention: a misspelt or foreign argument must not be silently ignored."""
+    unknown = sorted(set(kwargs) - TRANSFORMERS_FORWARD_KWARGS)
+    if unknown:
+        raise TypeError(
+            f"{model_name}.forward() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}"
+            + (f": {hint}" if hint else "")
+        )
 
 
 def check_bool_masked_pos(bool_masked_pos: torch.Tensor, batch_size: int, num_patches: int, name: str) -> None:
@@ -341,7 +357,7 @@ class DiscovrModel(DiscovrPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput | tuple:
         r"""
         Args:
@@ -354,6 +370,7 @@ class DiscovrModel(DiscovrPreTrainedModel):
         Returns:
             `BaseModelOutput` whose `last_hidden_state` is `(batch_size, 1 + num_visible, hidden_size)`, CLS first.
         """
+        check_forward_kwargs(type(self).__name__, kwargs)
         output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
@@ -415,12 +432,13 @@ class DiscovrForVideoClassification(DiscovrPreTrainedModel):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput | tuple:
         r"""
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Regression targets (`num_labels == 1`, e.g. EF in %), class indices, or multi-hot labels.
         """
+        check_forward_kwargs(type(self).__name__, kwargs)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.discovr(
             pixel_values,
@@ -831,7 +849,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         teacher_temperature: float | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DiscovrForPreTrainingOutput | tuple:
         r"""
         Args:
@@ -852,6 +870,11 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
 
         The centres are not touched here: call `update_centers` with the returned teacher means after the step.
         """
+        check_forward_kwargs(
+            type(self).__name__, kwargs,
+            hint="it takes its masks as `masks` (a `DiscovrMaskGenerator` draw), not VideoMAE's `bool_masked_pos`"
+            if "bool_masked_pos" in kwargs else "",
+        )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
         teacher_temperature = config.dino_teacher_temperature if teacher_temperature is None else teacher_temperature

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel
+from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrForVideoClassification, DiscovrModel
 from discovr.modeling_discovr import sinusoid_position_table
 
 from discovr_testing import tiny_config_kwargs
@@ -208,3 +208,15 @@ def test_loss_kwargs_are_not_accepted():
 def test_unknown_problem_type(config):
     with pytest.raises(ValueError, match="`problem_type` must be one of"):
         DiscovrConfig(**{**config.to_dict(), "num_labels": 2, "problem_type": "ranking"})
+
+
+def test_unknown_keywords_are_refused_by_name(config):
+    pixel_values = clips(config)
+    with pytest.raises(TypeError, match="DiscovrModel.forward\\(\\) got unexpected keyword argument\\(s\\) 'head_mask'"):
+        DiscovrModel(config)(pixel_values, head_mask=None)
+    with pytest.raises(TypeError, match="'bool_masked_pos'.*takes its masks as `masks`"):
+        DiscovrForPreTraining(config)(pixel_values, bool_masked_pos=torch.zeros(2, config.num_patches, dtype=torch.bool))
+    with pytest.raises(TypeError, match="'label'"):
+        DiscovrForVideoClassification(config)(pixel_values, label=torch.tensor([0, 1]))
+    # Transformers' own conventions (what Trainer and the pipelines may pass) are accepted.
+    DiscovrModel(config)(pixel_values, output_hidden_states=True, num_items_in_batch=None)
