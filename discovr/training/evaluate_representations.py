@@ -39,6 +39,7 @@ from ..metrics import (
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
+from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
 from .features import POOLINGS, cached_features
 from .presets import model_processor
 
@@ -289,6 +290,7 @@ class EvalConfig(DataSelection):
 
     model_name_or_path: str
     output_dir: str
+    encoder: str = "teacher"
     protocols: tuple[str, ...] = PROTOCOLS
     label_column: str | None = None
     abnormal_below: float | None = None
@@ -308,10 +310,13 @@ class EvalConfig(DataSelection):
     disable_tqdm: bool = False
 
 
-def load_encoder(model_dir: str | os.PathLike) -> torch.nn.Module:
-    """A saved `DiscovrModel`, the encoder of a `DiscovrForPreTraining` / classification directory, or another
-    Transformers video encoder (such as a `VideoMAEModel`, for comparisons), in eval mode."""
+def load_encoder(model_dir: str | os.PathLike, encoder: str = "teacher") -> torch.nn.Module:
+    """A saved `DiscovrModel`, the video `encoder` ("teacher" or "student") of a `DiscovrForPreTraining`, the encoder
+    of a classification directory, or another Transformers video encoder (such as a `VideoMAEModel`, for
+    comparisons), in eval mode."""
     model_type = model_type_of(model_dir)
+    if is_pretraining_folder(model_dir):
+        return pretraining_encoder(model_dir, encoder).eval()
     encoder_class = DiscovrModel if model_type == "discovr" else transformers.AutoModel
     # Transformers lists every pretraining-only weight it skips; a missing encoder weight is what matters here.
     verbosity = transformers.logging.get_verbosity()
@@ -363,7 +368,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
             f"(columns: {splits['train'].column_names}); set --regression_column or drop ridge from --protocols"
         )
 
-    encoder = load_encoder(config.model_name_or_path).to(device)
+    encoder = load_encoder(config.model_name_or_path, config.encoder).to(device)
     processor: DiscovrVideoProcessor = model_processor(encoder.config, config.model_name_or_path, config.frame_stride)
     cache_dir = Path(config.cache_dir) if config.cache_dir else output_dir / "features"
     by_split = {
@@ -424,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model_name_or_path", required=True,
                         help="Saved encoder: a DiscovrModel, DiscovrForPreTraining or fine-tuned model directory.")
+    parser.add_argument("--encoder", choices=ENCODERS, default="teacher",
+                        help="Which video encoder of a DiscovrForPreTraining folder (discovr-pretrain's pretrained/) to "
+                             "evaluate: the EMA teacher (what encoder/ holds) or the online student.")
     parser.add_argument("--output_dir", required=True, help="Where representation_metrics.json goes.")
     add_data_arguments(parser)
     labels = parser.add_argument_group("labels")

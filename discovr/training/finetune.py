@@ -30,14 +30,15 @@ import transformers
 from datasets import DatasetDict
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
-from ..cli import InputError, model_type_of, run_console_script
 from .. import plotting
+from ..cli import InputError, model_type_of, run_console_script
+from ..clips import VideoPrediction, check_clip_mode, predict_videos
 from ..data import VideoTransform, collate_videos
 from ..metrics import HFREF_THRESHOLD, binary_auroc, bootstrap_ci, classification_metrics, regression_metrics
 from ..modeling_discovr import DiscovrForVideoClassification
-from ..clips import VideoPrediction, check_clip_mode, predict_videos
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import TARGET_COLUMN, TASKS, DataSelection, add_data_arguments, attach_targets
+from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
 from .model_card import write_model_card
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config, model_processor
 
@@ -64,6 +65,7 @@ class FinetuneConfig(DataSelection):
     abnormal_below: float | None = None
     mode: str = "last_k"
     pooling: str = "mean"
+    encoder: str = "teacher"
     k: int = 3
     lora_r: int = 8
     lora_alpha: int = 16
@@ -184,6 +186,10 @@ def build_model(
         model = load_classification_model(
             config.model_name_or_path, num_labels, problem_type, id2label, config.pooling
         )
+        if is_pretraining_folder(config.model_name_or_path):
+            # Loading through `base_model_prefix` gave the student; the teacher is the default choice.
+            model.discovr.load_state_dict(pretraining_encoder(config.model_name_or_path, config.encoder).state_dict())
+            logger.info("Fine-tuning the video %s of %s", config.encoder, config.model_name_or_path)
     else:
         model_config = load_model_config(
             preset=config.preset,
@@ -575,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--pooling", choices=POOLINGS, default="mean",
                        help="Head input: the mean of the patch tokens with fc_norm (VideoMAE's and EchoNet's global "
                        "average; default), or the CLS token.")
+    model.add_argument("--encoder", choices=ENCODERS, default="teacher",
+                       help="Which video encoder of a DiscovrForPreTraining folder (discovr-pretrain's pretrained/) "
+                            "to fine-tune: the EMA teacher (what encoder/ holds) or the online student.")
     model.add_argument("--k", type=int, default=3, help="Blocks trained by --mode last_k.")
     model.add_argument("--lora_r", type=int, default=8, help="LoRA rank (--mode lora).")
     model.add_argument("--lora_alpha", type=int, default=16, help="LoRA scaling alpha (--mode lora).")
