@@ -34,12 +34,19 @@ from .. import plotting
 from ..cli import InputError, model_type_of, run_console_script
 from ..clips import VideoPrediction, check_clip_mode, predict_videos
 from ..data import VideoTransform, collate_videos
-from ..metrics import HFREF_THRESHOLD, binary_auroc, bootstrap_ci, classification_metrics, regression_metrics
+from ..metrics import (
+    HFREF_THRESHOLD,
+    binary_auroc,
+    bootstrap_ci,
+    bootstrap_macro_f1_ci,
+    classification_metrics,
+    regression_metrics,
+)
 from ..modeling_discovr import DiscovrForVideoClassification
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import TARGET_COLUMN, TASKS, DataSelection, add_data_arguments, attach_targets
 from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
-from .model_card import write_model_card
+from .model_card import CardResult, dataset_name, describe_size, model_reference, write_model_card
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config, model_processor
 
 
@@ -115,14 +122,6 @@ def video_ids(videos: list[str]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model
-
-
-def _describe_size(config: FinetuneConfig) -> str:
-    if config.model_name_or_path:
-        return f"initialised from `{config.model_name_or_path}`"
-    if config.preset:
-        return f"`{config.preset}` preset, random initialisation"
-    return f"config `{config.config}`, random initialisation"
 
 
 def load_classification_model(
@@ -504,6 +503,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
             metrics[split]["train_mean_baseline"] = regression_metrics(np.full(len(targets), train_mean), targets)
             if split == "test" and len(targets) > 1:
                 metrics[split]["clip_average_95ci"] = bootstrap_ci(average, targets, seed=config.seed)
+        elif split == "test" and len(targets) > 1:
+            metrics[split]["clip_average_95ci"] = {"macro_f1": bootstrap_macro_f1_ci(
+                average.argmax(axis=1), targets, list(range(num_labels)), seed=config.seed)}
         logger.info("%s (%d videos): %s", split, len(videos), json.dumps(scores))
 
     tables["test"].to_csv(output_dir / "predictions.csv", index=False)
@@ -519,36 +521,54 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     best.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    _write_card(config, processor, output_dir, splits, metrics, id2label, train_mean)
+    _write_card(config, best, processor, output_dir, splits, metrics, problem_type, train_mean)
     logger.info("Saved the fine-tuned model, its processor, predictions and plots to %s", output_dir)
     return FinetuneResult(output_dir=output_dir, metrics=metrics, predictions=tables["test"])
 
 
+# Hub metric type and readable name of each clip-average metric, per task.
+CARD_METRICS = {
+    "regression": (("mae", "mae", "MAE (EF %)"), ("rmse", "rmse", "RMSE (EF %)"), ("r2", "r_squared", "R²"),
+                   ("auroc", "roc_auc", "AUROC, EF < 50%")),
+    "single_label_classification": (("accuracy", "accuracy", "Accuracy"),
+                                    ("balanced_accuracy", "balanced_accuracy", "Balanced accuracy"),
+                                    ("macro_f1", "f1", "Macro-F1"), ("auroc", "roc_auc", "AUROC")),
+}
+
+
 def _write_card(
-    config: FinetuneConfig, processor: DiscovrVideoProcessor, output_dir: Path, splits: DatasetDict, metrics: dict,
-    id2label: dict[int, str], train_mean: float,
+    config: FinetuneConfig, model: torch.nn.Module, processor: DiscovrVideoProcessor, output_dir: Path,
+    splits: DatasetDict, metrics: dict, problem_type: str, train_mean: float,
 ) -> None:
     sizes = ", ".join(f"{len(splits[split])} {split}" for split in ("train", "validation", "test"))
-    task = "LVEF regression (EF in %)" if config.task == "lvef" else f"classification into {list(id2label.values())}"
-    card_metrics = {split: metrics[split] for split in ("validation", "test")}
-    extra = (
-        "## Training\n\n"
-        f"Task: {task}. Fine-tuned with `discovr-finetune`, mode `{config.mode}`"
+    intervals = metrics["test"].get("clip_average_95ci", {})
+    results = [
+        CardResult(metric_type, name, metrics["test"]["clip_average"][key], intervals.get(key),
+                   metrics["validation"]["clip_average"][key])
+        for key, metric_type, name in CARD_METRICS[problem_type] if key in metrics["test"]["clip_average"]
+    ]
+    source = (f"`{model_reference(config.model_name_or_path)}`" + (
+        f" (its {config.encoder})" if is_pretraining_folder(config.model_name_or_path) else "")
+        if config.model_name_or_path else f"random initialisation ({config.preset or 'a config file'})")
+    training = (
+        f"Fine-tuned with `discovr-finetune` from {source}, mode `{config.mode}`"
         + (f" (last {config.k} blocks)" if config.mode == "last_k" else "")
         + f", learning rate {config.learning_rate}, {metrics['train']['steps']} optimiser steps of "
-        f"{config.per_device_train_batch_size} clips. Clips: {processor.num_frames} frames every "
+        f"{config.per_device_train_batch_size} clips, on {sizes} videos. Clips: {processor.num_frames} frames every "
         f"{processor.frame_stride} frames at {processor.size['height']}x{processor.size['width']}, one random clip "
-        "per video and training step. "
-        f"`one_clip` scores one random clip per video; `clip_average` averages the `{config.eval_clips}` clips."
+        f"per video and training step; the evaluation averages the `{config.eval_clips}` clips of each video."
         + (f" The head bias started at the training mean EF, {train_mean:.2f}%." if config.task == "lvef" else "")
     )
     write_model_card(
         output_dir,
         title=f"DISCOVR fine-tuned for {'LVEF' if config.task == 'lvef' else 'video classification'}",
-        data=f"`{config.data_format}` data at `{config.data_root}`: {sizes} videos.",
-        preset=_describe_size(config),
-        metrics=card_metrics,
-        extra=extra,
+        size=describe_size(model.config, model.num_parameters()),
+        dataset=dataset_name(config.data_root),
+        dataset_type=config.data_format,
+        task="LVEF regression" if config.task == "lvef" else "Video classification",
+        results=results,
+        base_model=model_reference(config.model_name_or_path) if config.model_name_or_path else None,
+        training=training,
     )
 
 

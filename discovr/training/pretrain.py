@@ -26,7 +26,7 @@ from ..cli import InputError, model_type_of, run_console_script
 from ..modeling_discovr import DiscovrForPreTraining
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
-from .model_card import write_model_card
+from .model_card import dataset_name, describe_size, write_model_card
 from .health import CollapseMonitor, encoder_rankme, step_health
 from .pretrain_data import PretrainingClips, PretrainingCollator, load_health_clips, load_pretraining_videos
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, RECIPES, PretrainRecipe, load_model_config
@@ -492,12 +492,16 @@ def export(model: DiscovrForPreTraining, processor: DiscovrVideoProcessor, outpu
     encoder = model.video_teacher if args.export_encoder == "teacher" else model.discovr
     encoder.save_pretrained(encoder_dir)
     processor.save_pretrained(encoder_dir)
-    data = f"{args.data_format} at `{args.data_root}` (split `{args.split}`, {num_videos} videos)"
-    summary = (f"Pretrained for {state.global_step} optimiser steps ({state.epoch} full epochs) with batch "
-               f"{args.per_device_batch_size} per device.")
-    for directory, title in ((pretrained_dir, "DISCOVR pretraining checkpoint"), (encoder_dir, "DISCOVR video encoder")):
-        write_model_card(directory, title=title, data=data, preset=args.preset or args.config,
-                         metrics={k: round(v, 5) for k, v in losses.items()}, extra=summary)
+    recipe = f"the `{args.preset}` preset and recipe" if args.preset else "a config file"
+    final_losses = ", ".join(f"{name} {value:.4g}" for name, value in losses.items())
+    training = (f"Pretrained with `discovr-pretrain` ({recipe}) on the `{args.split}` split, {num_videos} videos, for "
+                f"{state.global_step} optimiser steps ({state.epoch} full epochs) with batch "
+                f"{args.per_device_batch_size} per device. Final losses: {final_losses}.")
+    for directory, title, module in ((pretrained_dir, "DISCOVR pretraining checkpoint", model),
+                                     (encoder_dir, f"DISCOVR video encoder (the {args.export_encoder})", encoder)):
+        write_model_card(directory, title=title, size=describe_size(module.config, module.num_parameters()),
+                         dataset=dataset_name(args.data_root), dataset_type=args.data_format,
+                         training=training)
     logger.info("Saved %s and %s", pretrained_dir, encoder_dir)
     return {"pretrained_dir": str(pretrained_dir), "encoder_dir": str(encoder_dir)}
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file, save_file
@@ -148,7 +149,13 @@ def test_lvef_outputs_pipeline_and_card(synthetic_echonet, tiny_config_file, tmp
         assert (out / name).stat().st_size > 0, name
     assert not (out / "checkpoints").exists()
     card = (out / "README.md").read_text()
-    assert "not** a medical device" in card and "LVEF" in card and "test / clip_average / mae" in card
+    assert "not** a medical device" in card and "LVEF" in card
+    # The Hub renders the results from `model-index`; people read the short table; no local path travels along.
+    metadata = yaml.safe_load(card.split("---")[1])
+    test_mae = next(m for m in metadata["model-index"][0]["results"][0]["metrics"] if m["type"] == "mae")
+    assert test_mae["value"] == pytest.approx(metrics["test"]["clip_average"]["mae"], rel=1e-5)
+    assert f"| MAE (EF %) | {metrics['validation']['clip_average']['mae']:.4g} |" in card
+    assert "M parameters" in card and str(tmp_path) not in card and str(synthetic_echonet) not in card
 
     processor = DiscovrVideoProcessor.from_pretrained(out)
     assert (processor.num_frames, processor.frame_stride, processor.size["height"]) == (4, FRAME_STRIDE, 32)
