@@ -138,7 +138,7 @@ def fine_tune(args: argparse.Namespace, encoder_dir: str, run_dir: Path, fractio
         model_name_or_path=encoder_dir, data_root=str(args.data_dir), output_dir=str(run_dir / f"finetune_{fraction:g}"),
         task="lvef", mode="last_k", k=3, pooling="mean", max_steps=args.finetune_steps,
         max_train_videos=max(2, round(fraction * args.num_train_videos)), per_device_train_batch_size=8,
-        learning_rate=args.finetune_lr, eval_clips=args.clips, num_workers=args.num_workers, seed=seed,
+        learning_rate=args.finetune_lr, clips=args.clips, num_workers=args.num_workers, seed=seed,
         disable_tqdm=True, logging_steps=max(1, args.finetune_steps // 10),
     ))
     return result.metrics["test"]["clip_average"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
+
+from .video_processing_discovr import ClipSampling
 
 
 class InputError(ValueError):
@@ -22,6 +25,20 @@ def one_line(error: BaseException) -> str:
         return f"cannot use {error.filename}: {error.strerror or error}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return " ".join(lines) or type(error).__name__
+
+
+CLIPS_HELP = (
+    "Clips per video, averaged: center (one, in the middle), all (every start where a clip fits, EchoNet's test-time "
+    "averaging), uniform:K or an integer K (K evenly spread starts), random (one random start)."
+)
+
+
+def clips_argument(value: str) -> ClipSampling:
+    """`type=` of every `--clips` flag: the value checked when the command line is parsed."""
+    try:
+        return ClipSampling.parse(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_console_script(prog: str, body: Callable[[], int]) -> int:
@@ -47,4 +64,4 @@ def model_type_of(model_dir: str | os.PathLike) -> str:
         raise InputError(f"{model_dir} is not a saved model folder: {one_line(error)}") from None
 
 
-__all__ = ["InputError", "model_type_of", "one_line", "run_console_script"]
+__all__ = ["CLIPS_HELP", "InputError", "clips_argument", "model_type_of", "one_line", "run_console_script"]

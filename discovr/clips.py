@@ -1,8 +1,9 @@
 """Multi-clip evaluation: every clip of a video (or K of them) through a model, and the per-video average.
 
 EchoNet-Dynamic reports EF averaged over all clips of a video; the paper's kNN and probes use one feature per
-video. Both run here on top of the processor's one clip sampler (`clip_starts`, `sample_clip_indices`), so
-fine-tuning, representation evaluation and prediction agree on which frames a clip holds.
+video. Both run here on top of the one clip vocabulary (`ClipSampling`) and the processor's frame sampler
+(`sample_clip_indices`), so fine-tuning, representation evaluation, prediction and the pipeline agree on which
+frames a clip holds.
 
 Each video is decoded once: only the frames that some clip needs are decoded, resized and normalised, and the
 clips are gathered from them by index.
@@ -20,40 +21,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .video_processing_discovr import (
-    DiscovrVideoProcessor,
-    centered_clip_start,
-    clip_starts,
-    sample_clip_indices,
-)
+from .video_processing_discovr import ClipSampling, DiscovrVideoProcessor, sample_clip_indices
 
 
 logger = logging.getLogger(__name__)
 
 VideoLike = str | os.PathLike | np.ndarray | torch.Tensor
 """A video file, or decoded frames laid out THW, TCHW or THWC (uint8, or float on the 0-255 scale)."""
-
-
-def resolve_clip_starts(num_video_frames: int, num_frames: int, frame_stride: int, mode: str) -> list[int]:
-    """
-    Clip starts for a clip mode.
-
-    Args:
-        num_video_frames: frames in the video.
-        num_frames: frames per clip.
-        frame_stride: step between sampled frames.
-        mode: `"center"` (one clip in the middle of the video), `"all"` (every start at which a whole clip fits,
-            EchoNet's test-time averaging) or `"uniform:K"` (K evenly spread starts).
-    """
-    if mode == "center":
-        return [centered_clip_start(num_video_frames, num_frames, frame_stride)]
-    return clip_starts(num_video_frames, num_frames, frame_stride, mode)
-
-
-def check_clip_mode(mode: str) -> str:
-    """Validate a clip mode string early (before any video is read); returns it unchanged."""
-    resolve_clip_starts(1, 1, 1, mode)
-    return mode
 
 
 @dataclass
@@ -82,17 +56,27 @@ class VideoClips:
         return self.frames[self.clip_index[selection]]
 
 
-def load_video_clips(processor: DiscovrVideoProcessor, video: VideoLike, mode: str = "all") -> VideoClips:
+def load_video_clips(
+    processor: DiscovrVideoProcessor, video: VideoLike, clips: ClipSampling | str | int = "all",
+    generator: torch.Generator | None = None,
+) -> VideoClips:
     """
-    Decode and process the clips of one video that `mode` asks for (see [`resolve_clip_starts`]).
+    Decode and process the clips of one video that `clips` asks for (a [`ClipSampling`] or its string form).
 
-    Clip length, stride, size, normalisation and sector masking come from `processor`. A file is decoded with the
-    processor's decoder (`processor.fetch_videos`), which raises `VideoDecodeError` naming the file.
+    Clip length, stride, size, normalisation and sector masking come from `processor`; `"center"` honours a fixed
+    `start` saved with it, as its own evaluation clip does. A file is decoded with the processor's decoder
+    (`processor.fetch_videos`), which raises `VideoDecodeError` naming the file. `generator` draws `"random"` starts.
     """
     num_frames, frame_stride = processor.num_frames, processor.frame_stride
+    sampling = ClipSampling.parse(clips)
 
     def needed_frames(total: int) -> tuple[list[int], list[int]]:
-        starts = resolve_clip_starts(total, num_frames, frame_stride, mode)
+        if sampling.kind == "center" and processor.start is not None:
+            if processor.start >= total:
+                raise ValueError(f"start={processor.start} is past the end of a {total}-frame video")
+            starts = [processor.start]
+        else:
+            starts = sampling.starts(total, num_frames, frame_stride, generator)
         frames = sorted({i for start in starts for i in sample_clip_indices(total, num_frames, frame_stride, start)})
         return starts, frames
 
@@ -128,30 +112,30 @@ def load_video_clips(processor: DiscovrVideoProcessor, video: VideoLike, mode: s
 class _ClipDataset(Dataset):
     """Videos to `VideoClips`, so that decoding runs in `DataLoader` workers."""
 
-    def __init__(self, processor: DiscovrVideoProcessor, videos: Sequence[VideoLike], mode: str):
+    def __init__(self, processor: DiscovrVideoProcessor, videos: Sequence[VideoLike], clips: ClipSampling):
         self.processor = processor
         self.videos = videos
-        self.mode = mode
+        self.clips = clips
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, index: int) -> VideoClips:
-        return load_video_clips(self.processor, self.videos[index], self.mode)
+        return load_video_clips(self.processor, self.videos[index], self.clips)
 
 
 def iter_video_clips(
     processor: DiscovrVideoProcessor,
     videos: Sequence[VideoLike],
-    mode: str = "all",
+    clips: ClipSampling | str | int = "all",
     num_workers: int = 0,
     progress: bool = True,
     description: str = "videos",
 ) -> Iterator[VideoClips]:
     """Yield [`VideoClips`] for each video, in order, decoding in `num_workers` background processes."""
-    check_clip_mode(mode)
     loader = DataLoader(
-        _ClipDataset(processor, videos, mode), batch_size=None, shuffle=False, num_workers=num_workers
+        _ClipDataset(processor, videos, ClipSampling.parse(clips)), batch_size=None, shuffle=False,
+        num_workers=num_workers,
     )
     yield from tqdm(loader, total=len(videos), desc=description, unit="video", disable=not progress)
 
@@ -225,7 +209,8 @@ def _logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
 
 
 def predict_video(
-    model: torch.nn.Module, processor: DiscovrVideoProcessor, video: VideoLike, mode: str = "all", batch_size: int = 16
+    model: torch.nn.Module, processor: DiscovrVideoProcessor, video: VideoLike,
+    clips: ClipSampling | str | int = "all", batch_size: int = 16,
 ) -> VideoPrediction:
     """
     Per-clip and video-level predictions of a `DiscovrForVideoClassification` (or any model returning `logits`).
@@ -234,11 +219,10 @@ def predict_video(
         model: the model, in eval mode; it runs on its own device.
         processor: the processor defining clip length, stride, size and normalisation.
         video: a video file or frame array.
-        mode: which clips, see [`resolve_clip_starts`].
+        clips: which clips, a [`ClipSampling`] or its string form.
         batch_size: clips per forward pass.
     """
-    clips = load_video_clips(processor, video, mode)
-    return _predict(model, clips, batch_size)
+    return _predict(model, load_video_clips(processor, video, clips), batch_size)
 
 
 def _predict(model: torch.nn.Module, clips: VideoClips, batch_size: int) -> VideoPrediction:
@@ -251,7 +235,7 @@ def predict_videos(
     model: torch.nn.Module,
     processor: DiscovrVideoProcessor,
     videos: Sequence[VideoLike],
-    mode: str = "all",
+    clips: ClipSampling | str | int = "all",
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
@@ -261,8 +245,10 @@ def predict_videos(
     model.eval()
     try:
         return [
-            _predict(model, clips, batch_size)
-            for clips in iter_video_clips(processor, videos, mode, num_workers, progress, description=f"predict ({mode})")
+            _predict(model, video_clips, batch_size)
+            for video_clips in iter_video_clips(
+                processor, videos, clips, num_workers, progress, description=f"predict ({ClipSampling.parse(clips)})"
+            )
         ]
     finally:
         model.train(was_training)
@@ -272,11 +258,9 @@ __all__ = [
     "VideoClips",
     "VideoPrediction",
     "aggregate_clip_logits",
-    "check_clip_mode",
     "iter_video_clips",
     "load_video_clips",
     "predict_video",
     "predict_videos",
-    "resolve_clip_starts",
     "run_on_clips",
 ]

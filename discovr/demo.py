@@ -71,7 +71,7 @@ def run_finetuning(data_dir: Path, encoder_dir: Path, output_dir: Path, epochs: 
     return finetune(FinetuneConfig(
         output_dir=str(output_dir), data_root=str(data_dir), model_name_or_path=str(encoder_dir), task="lvef",
         mode="full", num_train_epochs=epochs, per_device_train_batch_size=8, learning_rate=5e-4,
-        eval_clips="uniform:4", num_workers=2, logging_steps=5, seed=seed, disable_tqdm=True,
+        clips="uniform:4", num_workers=2, logging_steps=5, seed=seed, disable_tqdm=True,
     ))
 
 
@@ -80,7 +80,7 @@ def run_pipeline(model_dir: Path, videos: list[str]) -> list[dict]:
     from transformers import pipeline
 
     classifier = pipeline("video-classification", model=str(model_dir))
-    return [result[0] for result in classifier(videos, num_clips=4)]
+    return [result[0] for result in classifier(videos, clips="uniform:4")]
 
 
 def draw_plots(pretrain_dir: Path, finetune_dir: Path, video: str, plots_dir: Path) -> list[Path]:

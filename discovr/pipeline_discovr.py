@@ -3,7 +3,7 @@
 Transformers' stock `VideoClassificationPipeline` hands the processor only `num_frames`, so the clip it sees depends
 on the processor's own sampler, and it has no way to average several clips of one video. DISCOVR models get
 [`DiscovrVideoClassificationPipeline`] instead, which samples with the processor's one clip sampler (`frame_stride`,
-`start` or centred) and averages `num_clips` clips. Every other model keeps the stock pipeline: see
+`start` or centred) and averages the clips that `clips` asks for. Every other model keeps the stock pipeline: see
 [`register_pipeline`] for how the task dispatches between the two.
 """
 
@@ -20,11 +20,13 @@ from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineItera
 from transformers.utils import logging
 
 from .clips import aggregate_clip_logits, load_video_clips
+from .video_processing_discovr import ClipSampling
 
 
 logger = logging.get_logger(__name__)
 
 TASK = "video-classification"
+CENTER = ClipSampling("center")
 
 # `aggregate_clip_logits` is the one place that defines how clips are averaged; it keys on the problem type, and
 # each `function_to_apply` corresponds to the problem type whose default it is.
@@ -33,20 +35,6 @@ _FUNCTION_PROBLEM_TYPE = {
     "softmax": "single_label_classification",
     "sigmoid": "multi_label_classification",
 }
-
-
-def _clip_mode(num_clips: int | str) -> str:
-    """The `load_video_clips` mode for a `num_clips` value of 2 or more, or `"all"`."""
-    if num_clips == "all":
-        return "all"
-    return f"uniform:{num_clips}"
-
-
-def check_num_clips(num_clips: int | str) -> int | str:
-    """Validate a `num_clips` value (a positive integer or `"all"`); returns it unchanged."""
-    if num_clips == "all" or (isinstance(num_clips, int) and not isinstance(num_clips, bool) and num_clips >= 1):
-        return num_clips
-    raise ValueError(f"num_clips must be a positive integer or 'all', got {num_clips!r}")
 
 
 def _collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -63,12 +51,13 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
     """
     Video classification (or LVEF regression) with a DISCOVR model, one or several clips per video.
 
-    A clip is `num_frames` (the model's) frames taken every `frame_stride` frames (the processor's). With
-    `num_clips=1` (the default) it is the clip the processor itself takes at evaluation: from the processor's
-    `start`, or centred in the video when `start` is None; `do_random_start` is ignored, so predictions are
-    deterministic. With `num_clips=K` the K clips start at evenly spaced frames from the first to the last start at
-    which a whole clip fits (fewer for a video too short to hold K distinct clips), and `num_clips="all"` takes
-    every such start, EchoNet's test-time averaging. A video shorter than one clip repeats its last frame.
+    A clip is `num_frames` (the model's) frames taken every `frame_stride` frames (the processor's). `clips` uses
+    the one vocabulary of the package (`ClipSampling`): `"center"` (the default) is the clip the processor itself
+    takes at evaluation, from the processor's `start`, or centred in the video when `start` is None;
+    `"uniform:K"` (or the integer K) takes K clips at evenly spaced starts from the first to the last start at
+    which a whole clip fits (fewer for a video too short to hold K distinct clips), and `"all"` every such start,
+    EchoNet's test-time averaging. `"random"` draws one random start. A video shorter than one clip repeats its
+    last frame.
 
     Averaging: regression models average the raw outputs (EF in %); classification models average the per-clip
     probabilities (softmax, or sigmoid for multi-label), not the logits. `function_to_apply` picks the function
@@ -99,13 +88,13 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
         self,
         top_k: int | None = None,
         function_to_apply: str | None = None,
-        num_clips: int | str | None = None,
+        clips: ClipSampling | str | int | None = None,
         return_clip_starts: bool | None = None,
     ) -> tuple[dict, dict, dict]:
         _, _, postprocess_params = super()._sanitize_parameters(top_k=top_k, function_to_apply=function_to_apply)
         preprocess_params = {}
-        if num_clips is not None:
-            preprocess_params["num_clips"] = check_num_clips(num_clips)
+        if clips is not None:
+            preprocess_params["clips"] = ClipSampling.parse(clips)
         if return_clip_starts is not None:
             postprocess_params["return_clip_starts"] = return_clip_starts
         return preprocess_params, {}, postprocess_params
@@ -118,8 +107,9 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
             inputs (`str`, `os.PathLike`, `np.ndarray`, `torch.Tensor`, or a `list` of them):
                 Video files (any format FFmpeg decodes: AVI, MP4, ...) or decoded frames laid out THW, TCHW or
                 THWC. A list is processed as a batch.
-            num_clips (`int` or `"all"`, *optional*, defaults to 1):
-                Clips averaged per video; see the class docstring for where they start.
+            clips (`str` or `int`, *optional*, defaults to `"center"`):
+                Clips averaged per video: `"center"`, `"random"`, `"all"`, `"uniform:K"` or an integer K; see the
+                class docstring for where they start.
             top_k (`int`, *optional*, defaults to 5):
                 Labels returned per video (at most `num_labels`; an LVEF model has one).
             function_to_apply (`str`, *optional*):
@@ -136,18 +126,11 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
         """
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, video, num_clips: int | str = 1) -> Iterator[dict[str, Any]]:
+    def preprocess(self, video, clips: ClipSampling = CENTER) -> Iterator[dict[str, Any]]:
         if isinstance(video, os.PathLike):
             video = os.fspath(video)
-        if num_clips == 1:
-            # The processor's own sampler, so a fixed `start` saved with the processor is honoured too.
-            batch = self.video_processor(video, do_random_start=False, return_metadata=True, return_tensors="pt")
-            starts = [int(batch["video_metadata"][0].frames_indices[0])]
-            clips = batch["pixel_values"]
-        else:
-            video_clips = load_video_clips(self.video_processor, video, _clip_mode(num_clips))
-            starts, clips = video_clips.starts, video_clips.clips()
-        clips = clips.to(self.dtype)
+        video_clips = load_video_clips(self.video_processor, video, clips)
+        starts, clips = video_clips.starts, video_clips.clips().to(self.dtype)
         for index, start in enumerate(starts):
             yield {"pixel_values": clips[index : index + 1], "clip_start": start, "is_last": index == len(starts) - 1}
 
@@ -232,6 +215,5 @@ def register_pipeline() -> None:
 __all__ = [
     "DiscovrVideoClassificationPipeline",
     "VideoClassificationDispatcher",
-    "check_num_clips",
     "register_pipeline",
 ]

@@ -24,10 +24,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import pipeline
 
-from .cli import InputError, model_type_of, run_console_script
+from .cli import CLIPS_HELP, InputError, clips_argument, model_type_of, run_console_script
 from .data.manifests import read_manifest_table, read_video_csv
-from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline, check_num_clips
-from .video_processing_discovr import DICOM_SUFFIXES, VideoDecodeError
+from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline
+from .video_processing_discovr import DICOM_SUFFIXES, ClipSampling, VideoDecodeError
 from .video_processing_discovr import VIDEO_SUFFIXES as VIDEO_FILE_SUFFIXES
 
 
@@ -123,10 +123,10 @@ def load_predictor(model_dir: str | os.PathLike, device: str | None = None) -> D
     return predictor
 
 
-def predict_videos(
+def prediction_table(
     predictor: DiscovrVideoClassificationPipeline,
     videos: Sequence[VideoEntry],
-    num_clips: int | str = 1,
+    clips: ClipSampling | str | int = "center",
     batch_size: int = 1,
     progress: bool = True,
 ) -> pd.DataFrame:
@@ -140,18 +140,18 @@ def predict_videos(
     Args:
         predictor: from [`load_predictor`].
         videos: from [`collect_videos`].
-        num_clips: clips averaged per video, an integer or `"all"`.
+        clips: clips averaged per video (`ClipSampling`: "center", "all", "uniform:K", an integer K, ...).
         batch_size: clips per forward pass.
         progress: show a progress bar.
     """
-    num_clips = check_num_clips(num_clips)
+    clips = ClipSampling.parse(clips)
     regression = predictor.model.config.problem_type == "regression"
     rows = []
     for video in tqdm(videos, desc="predict", unit="video", disable=not progress):
         row: dict[str, Any] = {"FileName": video.file_name, **video.truth}
         try:
             result = predictor(
-                os.fspath(video.path), num_clips=num_clips, batch_size=batch_size, top_k=1, return_clip_starts=True
+                os.fspath(video.path), clips=clips, batch_size=batch_size, top_k=1, return_clip_starts=True
             )
         except PER_VIDEO_ERRORS as error:
             message = str(error) if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
@@ -189,10 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
              "EchoNet FileList.csv or a DISCOVR CSV manifest.",
     )
     parser.add_argument("--output", default="predictions.csv", help="CSV file to write.")
-    parser.add_argument(
-        "--num_clips", default="1",
-        help="Clips averaged per video: 1 (the centred clip), K (evenly spread clips) or 'all' (every clip).",
-    )
+    parser.add_argument("--clips", type=clips_argument, default=ClipSampling("center"), help=CLIPS_HELP)
     parser.add_argument("--batch_size", type=int, default=8, help="Clips per forward pass.")
     parser.add_argument(
         "--device", default=None, help="Torch device such as 'cuda:0' or 'cpu'; None picks cuda when available."
@@ -204,26 +201,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parse_num_clips(value: str) -> int | str:
-    return "all" if value == "all" else check_num_clips(int(value) if value.isdigit() else value)
-
-
 def main(argv: list[str] | None = None) -> int:
     """`discovr-predict`."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        num_clips = _parse_num_clips(args.num_clips)
-    except ValueError as error:
-        parser.error(str(error))
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
 
     def run() -> int:
         videos = collect_videos(args.inputs, args.video_root)
         predictor = load_predictor(args.model_dir, args.device)
-        table = predict_videos(predictor, videos, num_clips=num_clips, batch_size=args.batch_size)
+        table = prediction_table(predictor, videos, clips=args.clips, batch_size=args.batch_size)
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(output, index=False)

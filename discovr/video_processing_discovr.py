@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,28 +87,57 @@ def random_clip_start(
     return int(torch.randint(high, (1,), generator=generator).item())
 
 
-def clip_starts(num_video_frames: int, num_frames: int, frame_stride: int, mode: str = "all") -> list[int]:
+@dataclass(frozen=True)
+class ClipSampling:
     """
-    Start positions of the clips averaged at test time.
+    Which clips of a video a model sees: the one vocabulary of training, evaluation, the pipeline and every
+    command-line `--clips` flag.
 
-    Args:
-        num_video_frames: frames in the video.
-        num_frames: frames per clip.
-        frame_stride: step between sampled frames.
-        mode: `"all"` for every start at which a whole clip fits (EchoNet's "all clips"), or `"uniform:K"` for K
-            starts spread evenly over that range. Duplicates are dropped, so a short video gives `[0]`.
+    Parsed (see [`ClipSampling.parse`]) from `"center"` (one clip in the middle of the video), `"random"` (one clip
+    from a uniformly random start: training), `"all"` (every start at which a whole clip fits: EchoNet-Dynamic's
+    test-time averaging), `"uniform:K"` (K starts spread evenly from the first to the last such start), or an
+    integer K (`"center"` for 1, `"uniform:K"` otherwise).
     """
-    _check_clip_args(num_video_frames, num_frames, frame_stride)
-    last_start = max_clip_start(num_video_frames, num_frames, frame_stride)
-    if mode == "all":
-        return list(range(last_start + 1))
-    if mode.startswith("uniform:"):
-        count = mode.split(":", 1)[1]
-        if not count.isdigit() or int(count) < 1:
-            raise ValueError(f"mode 'uniform:K' needs a positive integer K, got {mode!r}")
-        starts = np.linspace(0, last_start, int(count)).round().astype(int)
-        return sorted(set(starts.tolist()))
-    raise ValueError(f"mode must be 'all' or 'uniform:K', got {mode!r}")
+
+    kind: str
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("center", "random", "all", "uniform") or self.count < 1:
+            raise ValueError(f"Not a clip sampling: kind {self.kind!r}, count {self.count}")
+
+    @classmethod
+    def parse(cls, value: ClipSampling | str | int) -> ClipSampling:
+        """A `ClipSampling` from its string or integer form; anything else raises `ValueError` naming the forms."""
+        if isinstance(value, ClipSampling):
+            return value
+        text = str(value).strip() if not isinstance(value, bool) else ""
+        if text.isdigit() and int(text) >= 1:
+            return cls("center") if int(text) == 1 else cls("uniform", int(text))
+        if text in ("center", "random", "all"):
+            return cls(text)
+        if text.startswith("uniform:") and text[len("uniform:"):].isdigit() and int(text[len("uniform:"):]) >= 1:
+            return cls("uniform", int(text[len("uniform:"):]))
+        raise ValueError(
+            f"clips must be 'center', 'random', 'all', 'uniform:K' or a positive integer K, got {value!r}"
+        )
+
+    def __str__(self) -> str:
+        return f"uniform:{self.count}" if self.kind == "uniform" else self.kind
+
+    def starts(
+        self, num_video_frames: int, num_frames: int, frame_stride: int, generator: torch.Generator | None = None
+    ) -> list[int]:
+        """Start frames of the clips, in order and without duplicates (a short video gives `[0]`)."""
+        _check_clip_args(num_video_frames, num_frames, frame_stride)
+        if self.kind == "center":
+            return [centered_clip_start(num_video_frames, num_frames, frame_stride)]
+        if self.kind == "random":
+            return [random_clip_start(num_video_frames, num_frames, frame_stride, generator)]
+        last_start = max_clip_start(num_video_frames, num_frames, frame_stride)
+        if self.kind == "all":
+            return list(range(last_start + 1))
+        return sorted(set(np.linspace(0, last_start, self.count).round().astype(int).tolist()))
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
@@ -480,10 +510,10 @@ __all__ = [
     "DICOM_SUFFIXES",
     "DiscovrVideoProcessor",
     "VIDEO_SUFFIXES",
+    "ClipSampling",
     "VideoDecodeError",
     "centered_clip_start",
     "clip_span",
-    "clip_starts",
     "compute_mean_std",
     "is_dicom_file",
     "max_clip_start",

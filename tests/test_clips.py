@@ -13,9 +13,8 @@ from discovr.clips import (
     load_video_clips,
     predict_video,
     predict_videos,
-    resolve_clip_starts,
 )
-from discovr.video_processing_discovr import read_video
+from discovr.video_processing_discovr import ClipSampling, read_video
 
 
 
@@ -49,7 +48,7 @@ def identity_processor():
 def test_all_clips_of_a_ten_frame_video(identity_processor):
     # Clips span (4 - 1) * 2 + 1 = 7 frames, so starts 0..3; the clip at s holds s, s+2, s+4, s+6 -> mean s + 3.
     model = MeanPixelModel()
-    prediction = predict_video(model, identity_processor, ramp_video(10), mode="all", batch_size=3)
+    prediction = predict_video(model, identity_processor, ramp_video(10), clips="all", batch_size=3)
     assert prediction.starts == [0, 1, 2, 3]
     assert prediction.num_clips == 4
     torch.testing.assert_close(prediction.clip_logits[:, 0], torch.tensor([3.0, 4.0, 5.0, 6.0]))
@@ -58,15 +57,15 @@ def test_all_clips_of_a_ten_frame_video(identity_processor):
 
 
 @pytest.mark.parametrize(
-    "mode, starts, clip_means, average",
+    "clips, starts, clip_means, average",
     [
         ("uniform:2", [0, 3], [3.0, 6.0], 4.5),
         ("uniform:3", [0, 2, 3], [3.0, 5.0, 6.0], 14.0 / 3.0),  # linspace(0, 3, 3) = 0, 1.5, 3 rounds to 0, 2, 3
         ("center", [1], [4.0], 4.0),
     ],
 )
-def test_clip_modes(identity_processor, mode, starts, clip_means, average):
-    prediction = predict_video(MeanPixelModel(), identity_processor, ramp_video(10), mode=mode)
+def test_clip_modes(identity_processor, clips, starts, clip_means, average):
+    prediction = predict_video(MeanPixelModel(), identity_processor, ramp_video(10), clips=clips)
     assert prediction.starts == starts
     torch.testing.assert_close(prediction.clip_logits[:, 0], torch.tensor(clip_means))
     torch.testing.assert_close(prediction.output, torch.tensor([average]))
@@ -74,7 +73,7 @@ def test_clip_modes(identity_processor, mode, starts, clip_means, average):
 
 def test_short_video_repeats_its_last_frame(identity_processor):
     # 5 frames cannot hold a 7-frame span: one clip from 0 with frames 0, 2, 4, 4 -> mean 2.5.
-    clips = load_video_clips(identity_processor, ramp_video(5), mode="all")
+    clips = load_video_clips(identity_processor, ramp_video(5), clips="all")
     assert clips.starts == [0]
     assert clips.clips().shape == (1, 4, 3, 8, 8)
     torch.testing.assert_close(clips.clips()[0, :, 0, 0, 0], torch.tensor([0.0, 2.0, 4.0, 4.0]))
@@ -83,7 +82,7 @@ def test_short_video_repeats_its_last_frame(identity_processor):
 
 
 def test_only_needed_frames_are_processed(identity_processor):
-    clips = load_video_clips(identity_processor, ramp_video(40), mode="uniform:2")
+    clips = load_video_clips(identity_processor, ramp_video(40), clips="uniform:2")
     # Starts 0 and 33: frames 0, 2, 4, 6 and 33, 35, 37, 39.
     assert clips.starts == [0, 33]
     assert clips.frames.shape[0] == 8
@@ -102,11 +101,15 @@ def test_aggregation_by_problem_type():
         aggregate_clip_logits(torch.zeros(0, 2), "regression")
 
 
-def test_bad_mode_is_rejected(identity_processor):
+def test_bad_clips_are_rejected(identity_processor):
     with pytest.raises(ValueError, match="uniform:K"):
-        resolve_clip_starts(10, 4, 2, "uniform:zero")
-    with pytest.raises(ValueError, match="'all' or 'uniform:K'"):
-        predict_video(MeanPixelModel(), identity_processor, ramp_video(10), mode="random")
+        predict_video(MeanPixelModel(), identity_processor, ramp_video(10), clips="uniform:zero")
+
+
+def test_random_clips_draw_from_the_generator(identity_processor):
+    draws = {load_video_clips(identity_processor, ramp_video(40), "random",
+                              generator=torch.Generator().manual_seed(seed)).starts[0] for seed in range(20)}
+    assert len(draws) > 3 and all(0 <= start <= 33 for start in draws)
 
 
 def test_video_files_match_decoded_frames(synthetic_echonet):
@@ -114,10 +117,10 @@ def test_video_files_match_decoded_frames(synthetic_echonet):
     processor = DiscovrVideoProcessor(num_frames=4, frame_stride=2, size={"height": 32, "width": 32})
     videos = list(load_echonet_dynamic(synthetic_echonet)["test"]["video"])[:2]
     model = MeanPixelModel()
-    from_files = predict_videos(model, processor, videos, mode="uniform:5", num_workers=2, progress=False)
+    from_files = predict_videos(model, processor, videos, clips="uniform:5", num_workers=2, progress=False)
     for video, prediction in zip(videos, from_files):
         frames, metadata = read_video(video)
-        expected = predict_video(model, processor, frames, mode="uniform:5")
+        expected = predict_video(model, processor, frames, clips="uniform:5")
         assert prediction.starts == expected.starts
-        assert prediction.starts == resolve_clip_starts(metadata.total_num_frames, 4, 2, "uniform:5")
+        assert prediction.starts == ClipSampling.parse("uniform:5").starts(metadata.total_num_frames, 4, 2)
         torch.testing.assert_close(prediction.clip_logits, expected.clip_logits)

@@ -90,9 +90,9 @@ def classifier(classifier_dir):
     return pipeline("video-classification", model=str(classifier_dir))
 
 
-def clip_logits(pipe, video: Path, num_clips) -> tuple[torch.Tensor, list[int]]:
+def clip_logits(pipe, video: Path, clips) -> tuple[torch.Tensor, list[int]]:
     """The model's logits on each clip the pipeline's preprocessing yields, computed outside the pipeline."""
-    items = list(pipe.preprocess(video, num_clips=num_clips))
+    items = list(pipe.preprocess(video, clips=clips))
     with torch.no_grad():
         logits = torch.cat([pipe.model(pixel_values=item["pixel_values"]).logits for item in items])
     return logits, [item["clip_start"] for item in items]
@@ -120,58 +120,58 @@ def test_single_clip_is_centred_and_strided(regressor, videos, codec):
 
 
 def test_multiple_clips_start_evenly_from_first_to_last_start(regressor, videos):
-    items = list(regressor.preprocess(videos["avi"], num_clips=3))
+    items = list(regressor.preprocess(videos["avi"], clips=3))
     assert [item["clip_start"] for item in items] == [0, 15, 30]
     expected = [[0, 3, 6, 9], [15, 18, 21, 24], [30, 33, 36, 39]]
     assert [frame_indices(item["pixel_values"]) for item in items] == expected
     assert [item["is_last"] for item in items] == [False, False, True]
-    all_starts = [item["clip_start"] for item in regressor.preprocess(videos["avi"], num_clips="all")]
+    all_starts = [item["clip_start"] for item in regressor.preprocess(videos["avi"], clips="all")]
     assert all_starts == list(range(31))
 
 
 def test_short_video_repeats_its_last_frame(regressor, tmp_path):
     short = write_ramp_video(tmp_path / "short.avi", "mjpeg", num_frames=7)
-    items = list(regressor.preprocess(short, num_clips=3))
+    items = list(regressor.preprocess(short, clips=3))
     # No second distinct clip fits in 7 frames, so only one is averaged.
     assert len(items) == 1
     assert frame_indices(items[0]["pixel_values"]) == [0, 3, 6, 6]
 
 
 def test_regression_averages_the_clip_predictions(regressor, videos):
-    logits, starts = clip_logits(regressor, videos["avi"], num_clips=3)
-    result = regressor(str(videos["avi"]), num_clips=3, return_clip_starts=True, batch_size=2)
+    logits, starts = clip_logits(regressor, videos["avi"], clips=3)
+    result = regressor(str(videos["avi"]), clips=3, return_clip_starts=True, batch_size=2)
     assert result["clip_starts"] == starts == [0, 15, 30]
     assert result["predictions"][0]["score"] == pytest.approx(logits.mean().item(), abs=1e-5)
 
 
 def test_classification_averages_probabilities_and_honours_top_k(classifier, videos):
-    logits, _ = clip_logits(classifier, videos["mp4"], num_clips=4)
+    logits, _ = clip_logits(classifier, videos["mp4"], clips=4)
     probabilities = logits.softmax(dim=-1).mean(dim=0)
 
-    result = classifier(str(videos["mp4"]), num_clips=4)
+    result = classifier(str(videos["mp4"]), clips=4)
     assert [entry["label"] for entry in result] == [CLASSES[i] for i in probabilities.argsort(descending=True)]
     expected_scores = sorted(probabilities.tolist(), reverse=True)
     assert [entry["score"] for entry in result] == pytest.approx(expected_scores, abs=1e-5)
     assert sum(entry["score"] for entry in result) == pytest.approx(1.0, abs=1e-5)
 
     assert len(classifier(str(videos["mp4"]), top_k=1)) == 1
-    raw = classifier(str(videos["mp4"]), num_clips=4, function_to_apply="none", top_k=3)
+    raw = classifier(str(videos["mp4"]), clips=4, function_to_apply="none", top_k=3)
     assert sorted(entry["score"] for entry in raw) == pytest.approx(sorted(logits.mean(dim=0).tolist()), abs=1e-5)
 
 
 def test_a_list_of_videos_is_batched_like_single_calls(classifier, videos):
     paths = [str(videos["avi"]), str(videos["mp4"])]
-    batched = classifier(paths, num_clips=2, batch_size=3)
-    single = [classifier(path, num_clips=2) for path in paths]
+    batched = classifier(paths, clips=2, batch_size=3)
+    single = [classifier(path, clips=2) for path in paths]
     assert len(batched) == 2
     for got, expected in zip(batched, single):
         assert [entry["label"] for entry in got] == [entry["label"] for entry in expected]
         assert [entry["score"] for entry in got] == pytest.approx([entry["score"] for entry in expected], abs=1e-5)
 
 
-def test_invalid_num_clips_is_rejected(regressor, videos):
-    with pytest.raises(ValueError, match="num_clips"):
-        regressor(str(videos["avi"]), num_clips=0)
+def test_invalid_clips_are_rejected(regressor, videos):
+    with pytest.raises(ValueError, match="clips must be"):
+        regressor(str(videos["avi"]), clips=0)
 
 
 def test_processor_with_other_clip_length_is_rejected(tmp_path):

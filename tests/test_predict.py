@@ -11,7 +11,7 @@ import torch
 from transformers import pipeline
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrVideoProcessor
-from discovr.predict import build_parser, collect_videos, load_predictor, main, predict_videos
+from discovr.predict import build_parser, collect_videos, load_predictor, main, prediction_table
 from discovr_testing import tiny_config_kwargs
 
 
@@ -50,7 +50,7 @@ def echonet_subset(synthetic_echonet, tmp_path_factory) -> Path:
 
 def test_echonet_manifest_gives_a_row_per_video_with_errors_for_bad_ones(lvef_model, echonet_subset, tmp_path):
     output = tmp_path / "out" / "predictions.csv"
-    status = main([str(lvef_model), str(echonet_subset / "FileList.csv"), "--output", str(output), "--num_clips", "2"])
+    status = main([str(lvef_model), str(echonet_subset / "FileList.csv"), "--output", str(output), "--clips", "2"])
     assert status == 1
 
     table = pd.read_csv(output, keep_default_na=False)
@@ -63,7 +63,7 @@ def test_echonet_manifest_gives_a_row_per_video_with_errors_for_bad_ones(lvef_mo
     assert good["FileName"].tolist() == file_list["FileName"][[0, 1, 3]].tolist()
     assert good["num_clips"].astype(int).tolist() == [2, 2, 2]
     predictor = pipeline("video-classification", model=str(lvef_model))
-    first = predictor(str(echonet_subset / "Videos" / f"{good['FileName'].iloc[0]}.avi"), num_clips=2)
+    first = predictor(str(echonet_subset / "Videos" / f"{good['FileName'].iloc[0]}.avi"), clips=2)
     assert float(good["prediction"].iloc[0]) == pytest.approx(first[0]["score"], abs=1e-4)
 
     errors = table.set_index("FileName")["error"]
@@ -84,7 +84,7 @@ def test_directory_and_files_with_a_corrupt_video(lvef_model, synthetic_echonet,
     entries = collect_videos([videos, tmp_path / "missing.mp4"])
     assert [entry.file_name for entry in entries] == [*sorted([*names, "corrupt.avi"]), "missing.mp4"]
 
-    table = predict_videos(load_predictor(lvef_model, "cpu"), entries, num_clips="all", batch_size=4, progress=False)
+    table = prediction_table(load_predictor(lvef_model, "cpu"), entries, clips="all", batch_size=4, progress=False)
     assert list(table.columns) == ["FileName", "prediction", "num_clips", "error"]
     table = table.set_index("FileName")
     assert table.loc[names, "error"].tolist() == ["", ""]
@@ -118,8 +118,8 @@ def test_discovr_csv_with_a_classifier(synthetic_echonet, tmp_path):
 
 def test_help_and_argument_errors(capsys):
     help_text = build_parser().format_help()
-    for option in ("--output", "--num_clips", "--batch_size", "--device", "--video_root", "VIDEO_OR_DIR_OR_MANIFEST"):
+    for option in ("--output", "--clips", "--batch_size", "--device", "--video_root", "VIDEO_OR_DIR_OR_MANIFEST"):
         assert option in help_text
     with pytest.raises(SystemExit):
-        main(["model", "video.avi", "--num_clips", "zero"])
-    assert "num_clips must be a positive integer or 'all'" in capsys.readouterr().err
+        main(["model", "video.avi", "--clips", "zero"])
+    assert "clips must be 'center', 'random', 'all', 'uniform:K' or a positive integer K" in capsys.readouterr().err

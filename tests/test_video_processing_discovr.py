@@ -13,7 +13,7 @@ import discovr  # noqa: F401  (registers the Auto classes)
 from discovr.video_processing_discovr import (
     DiscovrVideoProcessor,
     VideoDecodeError,
-    clip_starts,
+    ClipSampling,
     compute_mean_std,
     random_clip_start,
     sample_clip_indices,
@@ -51,13 +51,20 @@ def test_sample_clip_indices_strides_and_repeats_last_frame():
         sample_clip_indices(10, 4, 0)
 
 
-def test_clip_starts_and_random_start():
+def test_clip_sampling_vocabulary_and_starts():
     # 4 frames at stride 3 span 10 frames: starts 0..10 fit in a 20-frame video.
-    assert clip_starts(20, 4, 3, mode="all") == list(range(11))
-    assert clip_starts(20, 4, 3, mode="uniform:3") == [0, 5, 10]
-    assert clip_starts(5, 4, 3, mode="uniform:3") == [0]
-    with pytest.raises(ValueError, match="uniform:K"):
-        clip_starts(20, 4, 3, mode="uniform:x")
+    assert ClipSampling.parse("all").starts(20, 4, 3) == list(range(11))
+    assert ClipSampling.parse("uniform:3").starts(20, 4, 3) == [0, 5, 10]
+    assert ClipSampling.parse(3) == ClipSampling.parse("3") == ClipSampling.parse("uniform:3") == ClipSampling("uniform", 3)
+    assert ClipSampling.parse(1) == ClipSampling.parse("center") and ClipSampling.parse("center").starts(20, 4, 3) == [5]
+    assert ClipSampling.parse("uniform:3").starts(5, 4, 3) == [0]
+    random_starts = ClipSampling.parse("random").starts(20, 4, 3, generator=torch.Generator().manual_seed(0))
+    assert len(random_starts) == 1 and 0 <= random_starts[0] <= 10
+    assert [str(ClipSampling.parse(value)) for value in ("center", "random", "all", 5)] == [
+        "center", "random", "all", "uniform:5"]
+    for bad in ("uniform:x", "uniform:0", 0, -2, "some", True, None):
+        with pytest.raises(ValueError, match="clips must be 'center', 'random', 'all', 'uniform:K'"):
+            ClipSampling.parse(bad)
     draws = [random_clip_start(20, 4, 3, generator=torch.Generator().manual_seed(s)) for s in range(30)]
     assert min(draws) >= 0 and max(draws) <= 10 and len(set(draws)) > 3
     again = [random_clip_start(20, 4, 3, generator=torch.Generator().manual_seed(s)) for s in range(30)]

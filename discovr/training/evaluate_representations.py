@@ -25,8 +25,7 @@ import torch
 import transformers
 from numpy.typing import ArrayLike
 
-from ..cli import InputError, model_type_of, run_console_script
-from ..clips import check_clip_mode
+from ..cli import CLIPS_HELP, InputError, clips_argument, model_type_of, run_console_script
 from ..metrics import (
     DEFAULT_NUM_BOOTSTRAP,
     binary_auroc,
@@ -37,7 +36,7 @@ from ..metrics import (
     regression_metrics,
 )
 from ..modeling_discovr import DiscovrModel
-from ..video_processing_discovr import DiscovrVideoProcessor
+from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
 from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
 from .features import POOLINGS, cached_features
@@ -299,7 +298,7 @@ class EvalConfig(DataSelection):
     k: tuple[int, ...] = K_CANDIDATES
     pooling: str = "auto"
     temperature: float = 0.07
-    clips: str = "center"
+    clips: ClipSampling | str | int = "center"
     frame_stride: int | None = None
     batch_size: int = 16
     num_workers: int = 2
@@ -348,7 +347,10 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     unknown = sorted(set(config.protocols) - set(PROTOCOLS))
     if unknown:
         raise InputError(f"Unknown protocols {unknown}; choose from {PROTOCOLS}")
-    check_clip_mode(config.clips)
+    try:
+        clips = ClipSampling.parse(config.clips)
+    except ValueError as error:
+        raise InputError(f"--clips: {error}") from None
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -374,7 +376,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     by_split = {
         split: cached_features(
             encoder, config.model_name_or_path, processor, list(splits[split]["video"]), cache_dir, split,
-            mode=config.clips, batch_size=config.batch_size, num_workers=config.num_workers,
+            clips=clips, batch_size=config.batch_size, num_workers=config.num_workers,
             progress=not config.disable_tqdm,
         )
         for split in ("train", "validation", "test")
@@ -387,7 +389,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "model": str(config.model_name_or_path),
-        "clips": config.clips,
+        "clips": str(clips),
         "frame_stride": processor.frame_stride,
         "videos": {split: len(splits[split]) for split in splits},
     }
@@ -456,8 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--pooling", choices=("auto", *POOLINGS), default="auto",
                           help="Feature of each clip: the CLS token, the mean of the patch tokens, or auto (each "
                           "protocol takes the one that scores best on validation).")
-    features.add_argument("--clips", default="center",
-                          help="Clips averaged into one feature per video: center, all or uniform:K.")
+    features.add_argument("--clips", type=clips_argument, default=ClipSampling("center"),
+                          help=CLIPS_HELP + " One feature per video is their mean.")
     features.add_argument("--frame_stride", type=int, default=None,
                           help="Step between clip frames (default: the saved processor's, else 3).")
     features.add_argument("--batch_size", type=int, default=16, help="Clips per forward pass.")

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..cli import InputError
-from ..clips import check_clip_mode, iter_video_clips, run_on_clips
-from ..video_processing_discovr import DiscovrVideoProcessor
+from ..clips import iter_video_clips, run_on_clips
+from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,12 @@ def _weights_fingerprint(model_dir: str | os.PathLike) -> list[tuple[str, int, i
 
 
 def feature_cache_key(
-    model_dir: str | os.PathLike, videos: Sequence[str], processor: DiscovrVideoProcessor, mode: str
+    model_dir: str | os.PathLike, videos: Sequence[str], processor: DiscovrVideoProcessor,
+    clips: ClipSampling | str | int,
 ) -> str:
     """
     Hash of what the features depend on: the model directory and its weight files (name, size, mtime), the videos
-    in order, and the clip settings (mode plus the processor's clip length, stride, size and normalisation).
+    in order, and the clip settings (the clips plus the processor's clip length, stride, size and normalisation).
     """
     settings = {
         key: getattr(processor, key)
@@ -72,7 +73,7 @@ def feature_cache_key(
         "model_dir": str(Path(model_dir).resolve()),
         "weights": _weights_fingerprint(model_dir),
         "videos": [str(video) for video in videos],
-        "clip_mode": mode,
+        "clip_mode": str(ClipSampling.parse(clips)),
         "processor": json.loads(json.dumps(settings, default=str)),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -83,26 +84,25 @@ def extract_features(
     encoder: torch.nn.Module,
     processor: DiscovrVideoProcessor,
     videos: Sequence[str],
-    mode: str = "center",
+    clips: ClipSampling | str | int = "center",
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
 ) -> dict[str, torch.Tensor]:
     """
     Every pooling the encoder offers ([`encoder_poolings`]) of each video, `{pooling: (num_videos, hidden_size)}`,
-    each averaged over the clips that `mode` selects. One forward pass per clip serves all poolings.
+    each averaged over the clips that `clips` selects. One forward pass per clip serves all poolings.
 
     Args:
         encoder: a `DiscovrModel`, or any encoder whose output has `last_hidden_state` (a `VideoMAEModel`), in eval
             mode.
         processor: defines clip length, stride, size and normalisation.
         videos: video files.
-        mode: clips per video, see `resolve_clip_starts` (`"center"`, `"all"`, `"uniform:K"`).
+        clips: clips per video, a `ClipSampling` or its string form (`"center"`, `"all"`, `"uniform:K"`, ...).
         batch_size: clips per forward pass.
         num_workers: background decoding processes.
         progress: show a progress bar.
     """
-    check_clip_mode(mode)
     encoder.eval()
     device = next(encoder.parameters()).device
     poolings = encoder_poolings(encoder)
@@ -113,8 +113,8 @@ def extract_features(
         return torch.stack([pool_tokens(hidden, pooling, has_cls) for pooling in poolings], dim=1)
 
     per_video = [
-        run_on_clips(pooled, clips, batch_size, device).mean(dim=0)
-        for clips in iter_video_clips(processor, videos, mode, num_workers, progress, description="features")
+        run_on_clips(pooled, video_clips, batch_size, device).mean(dim=0)
+        for video_clips in iter_video_clips(processor, videos, clips, num_workers, progress, description="features")
     ]
     if not per_video:
         raise ValueError("extract_features got no videos")
@@ -129,7 +129,7 @@ def cached_features(
     videos: Sequence[str],
     cache_dir: str | os.PathLike,
     name: str,
-    mode: str = "center",
+    clips: ClipSampling | str | int = "center",
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
@@ -139,7 +139,7 @@ def cached_features(
 
     The key is [`feature_cache_key`], so a change of weights, videos or clip settings computes new features.
     """
-    key = feature_cache_key(model_dir, videos, processor, mode)
+    key = feature_cache_key(model_dir, videos, processor, clips)
     path = Path(cache_dir) / f"{name}-{key[:16]}.safetensors"
     if path.is_file():
         stored = load_file(path)
@@ -148,9 +148,9 @@ def cached_features(
             return stored
         logger.warning("Feature cache %s does not match %d videos and this encoder's poolings; recomputing", path,
                        len(videos))
-    features = extract_features(encoder, processor, videos, mode, batch_size, num_workers, progress)
+    features = extract_features(encoder, processor, videos, clips, batch_size, num_workers, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(features, str(path), metadata={"key": key, "clip_mode": mode, "split": name})
+    save_file(features, str(path), metadata={"key": key, "clip_mode": str(ClipSampling.parse(clips)), "split": name})
     logger.info("Cached %s features %s in %s", name, {k: tuple(v.shape) for k, v in features.items()}, path)
     return features
 

@@ -6,7 +6,7 @@
 Training draws one random clip per video and step. The validation split is scored after every epoch (or every
 `--eval_steps`) on one centred clip per video, and the best checkpoint on validation (MAE for LVEF, macro-F1 for
 classification) is kept. At the end that model is scored on the validation and test splits on one random clip
-per video and on the average over all clips (`--eval_clips`), as EchoNet-Dynamic does; the test split is used
+per video and on the average over all clips (`--clips`), as EchoNet-Dynamic does; the test split is used
 only there, once. The output directory then holds the model (LoRA merged) with its video processor, so
 `pipeline("video-classification", model=output_dir)` loads it, plus `predictions.csv`, `metrics.json`, the plots
 and a model card.
@@ -31,8 +31,8 @@ from datasets import DatasetDict
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from .. import plotting
-from ..cli import InputError, model_type_of, run_console_script
-from ..clips import VideoPrediction, check_clip_mode, predict_videos
+from ..cli import CLIPS_HELP, InputError, clips_argument, model_type_of, run_console_script
+from ..clips import VideoPrediction, predict_videos
 from ..data import VideoTransform, collate_videos
 from ..metrics import (
     HFREF_THRESHOLD,
@@ -43,7 +43,7 @@ from ..metrics import (
     regression_metrics,
 )
 from ..modeling_discovr import DiscovrForVideoClassification
-from ..video_processing_discovr import DiscovrVideoProcessor
+from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 from .data_selection import TARGET_COLUMN, TASKS, DataSelection, add_data_arguments, attach_targets
 from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
 from .model_card import CardResult, dataset_name, describe_size, model_reference, write_model_card
@@ -78,7 +78,7 @@ class FinetuneConfig(DataSelection):
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     frame_stride: int | None = None
-    eval_clips: str = "all"
+    clips: ClipSampling | str | int = "all"
     num_train_epochs: float = 10.0
     max_steps: int = -1
     per_device_train_batch_size: int = 8
@@ -424,7 +424,10 @@ def _check_config(config: FinetuneConfig) -> None:
         raise InputError("--abnormal_below only applies to --task classification")
     if not 0 <= config.warmup_ratio < 1:
         raise InputError(f"--warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
-    check_clip_mode(config.eval_clips)
+    try:
+        ClipSampling.parse(config.clips)
+    except ValueError as error:
+        raise InputError(f"--clips: {error}") from None
     if not Path(config.data_root).is_dir():
         raise InputError(f"--data_root {config.data_root} is not a directory")
 
@@ -486,14 +489,14 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     metrics: dict[str, Any] = {
         "train": {"videos": len(splits["train"]), "steps": train_result.global_step, "loss": train_result.training_loss},
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "eval_clips": config.eval_clips,
+        "clips": str(ClipSampling.parse(config.clips)),
     }
     tables = {}
     for split in ("validation", "test"):
         videos = list(splits[split]["video"])
         targets = np.asarray(splits[split][TARGET_COLUMN])
         predictions = predict_videos(
-            best, processor, videos, config.eval_clips, config.per_device_eval_batch_size, config.num_workers,
+            best, processor, videos, config.clips, config.per_device_eval_batch_size, config.num_workers,
             progress=not config.disable_tqdm,
         )
         scores, _, average = score_predictions(predictions, targets, problem_type, num_labels, config.seed)
@@ -556,7 +559,7 @@ def _write_card(
         + f", learning rate {config.learning_rate}, {metrics['train']['steps']} optimiser steps of "
         f"{config.per_device_train_batch_size} clips, on {sizes} videos. Clips: {processor.num_frames} frames every "
         f"{processor.frame_stride} frames at {processor.size['height']}x{processor.size['width']}, one random clip "
-        f"per video and training step; the evaluation averages the `{config.eval_clips}` clips of each video."
+        f"per video and training step; the evaluation averages the `{ClipSampling.parse(config.clips)}` clips of each video."
         + (f" The head bias started at the training mean EF, {train_mean:.2f}%." if config.task == "lvef" else "")
     )
     write_model_card(
@@ -620,8 +623,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--frame_stride", type=int, default=None,
                       help=f"Step between clip frames (default: the saved processor's, else {DEFAULT_FRAME_STRIDE}). "
                            "Clip length and size always follow the model config.")
-    data.add_argument("--eval_clips", default="all",
-                      help="Clips averaged per video in the final evaluation: all, uniform:K or center.")
+    data.add_argument("--clips", type=clips_argument, default=ClipSampling("all"),
+                      help=CLIPS_HELP + " Used by the final evaluation of the validation and test splits.")
     data.add_argument("--num_workers", type=int, default=2, help="Video-decoding worker processes.")
 
     train = parser.add_argument_group("training")

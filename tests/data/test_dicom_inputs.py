@@ -22,7 +22,7 @@ from discovr.data.dicom import read_dicom_video
 from discovr.data.prepare import PrepareOptions, prepare
 from discovr.data.sector import crop_to_sector, find_sector
 from discovr.data.synthetic_dicom import write_echo_dicom
-from discovr.predict import collect_videos, load_predictor, predict_videos
+from discovr.predict import collect_videos, load_predictor, prediction_table
 from discovr.video_processing_discovr import read_video
 from discovr_testing import tiny_config_kwargs
 
@@ -115,22 +115,22 @@ def test_pipeline_on_dicom_equals_pipeline_on_the_prepared_avi(regressor_dir, ec
     assert (from_avi.float() - from_dicom.float()).abs().mean() > 0  # the codec did change them
 
     lvef = pipeline("video-classification", model=str(regressor_dir))
-    dicom_score = lvef(str(echo_dicom), num_clips=3)[0]["score"]
-    avi_score = lvef(str(avi), num_clips=3)[0]["score"]
-    unmasked_score = lvef(torch.from_numpy(read_dicom_video(echo_dicom)[0]).permute(0, 3, 1, 2), num_clips=3)[0]["score"]
+    dicom_score = lvef(str(echo_dicom), clips=3)[0]["score"]
+    avi_score = lvef(str(avi), clips=3)[0]["score"]
+    unmasked_score = lvef(torch.from_numpy(read_dicom_video(echo_dicom)[0]).permute(0, 3, 1, 2), clips=3)[0]["score"]
     # The MJPEG difference moves the score far less than leaving out the sector crop does.
     assert abs(dicom_score - avi_score) < 0.2 * abs(dicom_score - unmasked_score)
 
 
 def test_multi_clip_loading_uses_the_processor_decoder(echo_dicom):
-    clips = load_video_clips(raw_processor(), str(echo_dicom), mode="uniform:3")
+    clips = load_video_clips(raw_processor(), str(echo_dicom), clips="uniform:3")
     assert clips.num_video_frames == 40 and clips.starts == [0, 9, 18]
 
 
 def test_discovr_predict_takes_dicom_files_and_folders(regressor_dir, echo_dicom):
     videos = collect_videos([str(echo_dicom), str(echo_dicom.parent)])
     assert [video.path for video in videos] == [echo_dicom, echo_dicom]
-    table = predict_videos(load_predictor(regressor_dir, "cpu"), videos, progress=False)
+    table = prediction_table(load_predictor(regressor_dir, "cpu"), videos, progress=False)
     assert (table["error"] == "").all() and table["prediction"].notna().all()
 
 

@@ -99,7 +99,7 @@ def test_feature_cache_reuses_and_invalidates(synthetic_echonet, tiny_encoder_di
     assert first["cls"].shape == first["mean"].shape == (len(videos), encoder.config.hidden_size)
     torch.testing.assert_close(first, again)
     assert calls == ["center"]
-    cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", mode="uniform:2", progress=False)
+    cached_features(encoder, tiny_encoder_dir, processor, videos, tmp_path, "test", clips="uniform:2", progress=False)
     assert calls == ["center", "uniform:2"]
     assert len(list(tmp_path.glob("test-*.safetensors"))) == 2
 

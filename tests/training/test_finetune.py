@@ -12,8 +12,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from safetensors.torch import load_file, save_file
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel, DiscovrVideoProcessor
+from discovr.video_processing_discovr import ClipSampling
 from discovr.data import load_echonet_dynamic
-from discovr.clips import resolve_clip_starts
 from discovr.modeling_discovr import DiscovrForPreTraining
 from discovr.training.data_selection import attach_targets
 from discovr.training.finetune import (
@@ -35,7 +35,7 @@ def quick_config(data_root, output_dir, **overrides) -> FinetuneConfig:
     kwargs = dict(
         output_dir=str(output_dir), data_root=str(data_root), max_steps=2, eval_steps=2, logging_steps=1,
         per_device_train_batch_size=2, per_device_eval_batch_size=8, learning_rate=1e-2, num_workers=0,
-        eval_clips="uniform:3", disable_tqdm=True,
+        clips="uniform:3", disable_tqdm=True,
     )
     kwargs.update(overrides)
     return FinetuneConfig(**kwargs)
@@ -118,7 +118,7 @@ def test_lvef_outputs_pipeline_and_card(synthetic_echonet, tiny_config_file, tmp
         "--config", str(tiny_config_file), "--data_root", str(synthetic_echonet), "--output_dir", str(out),
         "--mode", "full", "--max_steps", "2", "--eval_steps", "2", "--logging_steps", "1",
         "--per_device_train_batch_size", "2", "--num_workers", "0", "--frame_stride", str(FRAME_STRIDE),
-        "--eval_clips", "all", "--disable_tqdm",
+        "--clips", "all", "--disable_tqdm",
     ]) == 0
 
     test_split = load_echonet_dynamic(synthetic_echonet)["test"]
@@ -132,12 +132,12 @@ def test_lvef_outputs_pipeline_and_card(synthetic_echonet, tiny_config_file, tmp
     # "all" clips: every start at which a 4-frame, stride-2 clip fits.
     frames = dict(zip(expected.index, expected["NumberOfFrames"]))
     assert list(predictions["num_clips"]) == [
-        len(resolve_clip_starts(frames[name], 4, FRAME_STRIDE, "all")) for name in predictions["FileName"]
+        len(ClipSampling("all").starts(frames[name], 4, FRAME_STRIDE)) for name in predictions["FileName"]
     ]
     assert len(test_split) == len(predictions)
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["eval_clips"] == "all"
+    assert metrics["clips"] == "all"
     np.testing.assert_allclose(
         metrics["test"]["clip_average"]["mae"], (predictions["prediction"] - predictions["EF"]).abs().mean()
     )
@@ -278,7 +278,7 @@ def test_bad_arguments_are_refused(synthetic_echonet, tiny_config_file, tmp_path
     with pytest.raises(ValueError, match="--k must be in 1..2"):
         finetune(quick_config(synthetic_echonet, tmp_path, config=str(tiny_config_file), mode="last_k", k=5))
     with pytest.raises(ValueError, match="uniform:K"):
-        finetune(quick_config(synthetic_echonet, tmp_path, config=str(tiny_config_file), eval_clips="uniform:"))
+        finetune(quick_config(synthetic_echonet, tmp_path, config=str(tiny_config_file), clips="uniform:"))
 
 
 def test_help_lists_every_option(capsys):
@@ -286,5 +286,5 @@ def test_help_lists_every_option(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--mode", "--k", "--task", "--label_column", "--eval_clips", "--max_eval_videos", "--preset"):
+    for option in ("--mode", "--k", "--task", "--label_column", "--clips", "--max_eval_videos", "--preset"):
         assert option in text

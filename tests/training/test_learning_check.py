@@ -19,7 +19,7 @@ def test_tiny_preset_learns_lvef(tmp_path):
     make_synthetic_echonet(data, num_videos=150, seed=0, progress=False)
     result = finetune(FinetuneConfig(
         output_dir=str(tmp_path / "run"), data_root=str(data), preset="tiny", mode="full",
-        num_train_epochs=150, per_device_train_batch_size=8, learning_rate=5e-4, eval_clips="uniform:4",
+        num_train_epochs=150, per_device_train_batch_size=8, learning_rate=5e-4, clips="uniform:4",
         num_workers=2, logging_steps=5, disable_tqdm=True,
     ))
     test = result.metrics["test"]
