@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import partial
 
 import torch
@@ -11,6 +12,39 @@ from ..video_processing_discovr import DiscovrVideoProcessor, VideoDecodeError
 
 
 logger = logging.getLogger(__name__)
+
+# The reference's GroupMultiScaleCrop scales; crops return to the model size after cropping.
+MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+def multi_scale_crop_box(
+    height: int, width: int, output_size: int, generator: torch.Generator | None = None,
+    scales: Sequence[float] = MULTI_SCALE_CROP_SCALES,
+) -> tuple[int, int, int, int]:
+    """(top, left, crop_height, crop_width) of the reference GroupMultiScaleCrop (max distortion 1, fixed offsets).
+
+    Crop sides are `scale * min(height, width)` (snapped to `output_size` within 3 px), with the two scales at most
+    one step apart; the offset is one of the 13 fixed positions (corners, centre, edge centres, quarter points).
+    """
+    base = min(height, width)
+    sizes = [int(base * scale) for scale in scales]
+    sizes = [output_size if abs(size - output_size) < 3 else size for size in sizes]
+    pairs = [(w, h) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= 1]
+    crop_w, crop_h = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
+    step_w, step_h = (width - crop_w) // 4, (height - crop_h) // 4
+    offsets = [
+        (0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w, 2 * step_h),
+        (0, 2 * step_h), (4 * step_w, 2 * step_h), (2 * step_w, 4 * step_h), (2 * step_w, 0),
+        (step_w, step_h), (3 * step_w, step_h), (step_w, 3 * step_h), (3 * step_w, 3 * step_h),
+    ]
+    left, top = offsets[int(torch.randint(len(offsets), (1,), generator=generator))]
+    return top, left, crop_h, crop_w
+
+
+def multi_scale_crop(frames: torch.Tensor, output_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One [`multi_scale_crop_box`] of every frame of a decoded clip `(T, C, H, W)`; the processor resizes it back."""
+    top, left, crop_h, crop_w = multi_scale_crop_box(frames.shape[-2], frames.shape[-1], output_size, generator)
+    return frames[..., top : top + crop_h, left : left + crop_w]
 
 
 class VideoTransform:
@@ -28,6 +62,8 @@ class VideoTransform:
         processor: the video processor (clip length, stride, size and normalisation come from it).
         label_column: column copied to `labels` (`"ef"` for EchoNet, `"label"` for DISCOVR CSVs), or `None`.
         training: draw a random clip start instead of centring the clip.
+        multi_scale_crop: with `training`, crop every clip with [`multi_scale_crop_box`] (pretraining's
+            augmentation) before the processor resizes it.
         skip_corrupt: instead of raising `VideoDecodeError`, mark the row (`pixel_values=None`, `decode_error` set)
             so that [`collate_videos`] drops it with a warning.
         video_column: column holding the video paths.
@@ -38,12 +74,14 @@ class VideoTransform:
         processor: DiscovrVideoProcessor,
         label_column: str | None = "ef",
         training: bool = False,
+        multi_scale_crop: bool = False,
         skip_corrupt: bool = False,
         video_column: str = "video",
     ):
         self.processor = processor
         self.label_column = label_column
         self.training = training
+        self.multi_scale_crop = multi_scale_crop
         self.skip_corrupt = skip_corrupt
         self.video_column = video_column
 
@@ -57,7 +95,10 @@ class VideoTransform:
         # One video per decode, so one corrupt file fails (or is skipped) alone, not with its whole batch.
         for path in batch[self.video_column]:
             try:
-                decoded.append(self.processor.fetch_videos(path, sample_indices_fn)[0])
+                frames = self.processor.fetch_videos(path, sample_indices_fn)[0]
+                if self.training and self.multi_scale_crop:
+                    frames = multi_scale_crop(frames, self.processor.size["height"])
+                decoded.append(frames)
                 errors.append(None)
             except VideoDecodeError as decode_error:
                 if not self.skip_corrupt:
@@ -128,4 +169,7 @@ def collate_videos(rows: list[dict]) -> dict[str, torch.Tensor | list]:
     return batch
 
 
-__all__ = ["VideoTransform", "collate_videos", "stack_rows"]
+__all__ = [
+    "MULTI_SCALE_CROP_SCALES", "VideoTransform", "collate_videos", "multi_scale_crop", "multi_scale_crop_box",
+    "stack_rows",
+]

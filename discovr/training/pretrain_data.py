@@ -16,14 +16,13 @@ from torch.utils.data import Dataset
 
 from ..cli import InputError
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
+from ..data.transforms import multi_scale_crop
 from ..masking_discovr import DiscovrMaskGenerator
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
 
 logger = logging.getLogger(__name__)
 
-# The reference's GroupMultiScaleCrop scales; crops return to the model size after cropping.
-MULTI_SCALE_CROP_SCALES = (1.0, 0.875, 0.75, 0.66)
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
@@ -63,29 +62,6 @@ def load_health_clips(
     return torch.stack([load_video_clips(processor, video, "center").clips()[0] for video in list(videos)[:count]])
 
 
-def multi_scale_crop_box(
-    height: int, width: int, output_size: int, generator: torch.Generator, scales: Sequence[float] = MULTI_SCALE_CROP_SCALES
-) -> tuple[int, int, int, int]:
-    """(top, left, crop_height, crop_width) of the reference GroupMultiScaleCrop (max distortion 1, fixed offsets).
-
-    Crop sides are `scale * min(height, width)` (snapped to `output_size` within 3 px), with the two scales at most
-    one step apart; the offset is one of the 13 fixed positions (corners, centre, edge centres, quarter points).
-    """
-    base = min(height, width)
-    sizes = [int(base * scale) for scale in scales]
-    sizes = [output_size if abs(size - output_size) < 3 else size for size in sizes]
-    pairs = [(w, h) for i, h in enumerate(sizes) for j, w in enumerate(sizes) if abs(i - j) <= 1]
-    crop_w, crop_h = pairs[int(torch.randint(len(pairs), (1,), generator=generator))]
-    step_w, step_h = (width - crop_w) // 4, (height - crop_h) // 4
-    offsets = [
-        (0, 0), (4 * step_w, 0), (0, 4 * step_h), (4 * step_w, 4 * step_h), (2 * step_w, 2 * step_h),
-        (0, 2 * step_h), (4 * step_w, 2 * step_h), (2 * step_w, 4 * step_h), (2 * step_w, 0),
-        (step_w, step_h), (3 * step_w, step_h), (step_w, 3 * step_h), (3 * step_w, 3 * step_h),
-    ]
-    left, top = offsets[int(torch.randint(len(offsets), (1,), generator=generator))]
-    return top, left, crop_h, crop_w
-
-
 class PretrainingClips(Dataset):
     """Random augmented clips of a list of videos, for `DiscovrForPreTraining`.
 
@@ -123,10 +99,7 @@ class PretrainingClips(Dataset):
             path, lambda metadata: self.processor.sample_frames(metadata, do_random_start=True, generator=generator)
         )
         if self.multi_scale_crop:
-            top, left, crop_h, crop_w = multi_scale_crop_box(
-                frames.shape[-2], frames.shape[-1], self.processor.size["height"], generator
-            )
-            frames = frames[..., top : top + crop_h, left : left + crop_w]
+            frames = multi_scale_crop(frames, self.processor.size["height"], generator)
         pixel_values = self.processor(frames, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "sample_seed": int(torch.randint(2**62, (1,), generator=generator))}
 
@@ -145,11 +118,9 @@ class PretrainingCollator:
 
 
 __all__ = [
-    "MULTI_SCALE_CROP_SCALES",
     "PretrainingClips",
     "PretrainingCollator",
     "load_health_clips",
     "load_pretraining_videos",
-    "multi_scale_crop_box",
     "sample_generator",
 ]

@@ -108,3 +108,22 @@ def test_missing_column_is_named(synthetic_root):
     train = load_echonet_dynamic(synthetic_root)["train"]
     with pytest.raises(KeyError, match="label"):
         train.with_transform(VideoTransform(small_processor(), label_column="label"))[0]
+
+
+def test_multi_scale_crop_augments_training_clips_only(synthetic_root):
+    """With `multi_scale_crop`, a training clip is a crop of the frame resized back (not the whole frame); evaluation
+    clips are never cropped."""
+    train = load_echonet_dynamic(synthetic_root)["train"]
+    processor = DiscovrVideoProcessor(num_frames=8, frame_stride=3, size={"height": 32, "width": 32}, start=0)
+    whole = train.with_transform(VideoTransform(processor, label_column=None))[0]["pixel_values"]
+    evaluation = train.with_transform(VideoTransform(processor, label_column=None, multi_scale_crop=True))[0]
+    torch.testing.assert_close(evaluation["pixel_values"], whole)
+
+    torch.manual_seed(0)
+    cropped = [
+        train.with_transform(VideoTransform(processor, label_column=None, training=True, multi_scale_crop=True))[0]
+        ["pixel_values"] for _ in range(6)
+    ]
+    assert all(clip.shape == whole.shape for clip in cropped)
+    # Random starts alone also change clips; a crop also changes the spatial layout of each frame's content.
+    assert any(not torch.allclose(clip.mean(dim=(0, 1)), whole.mean(dim=(0, 1)), atol=1e-3) for clip in cropped)

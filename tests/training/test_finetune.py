@@ -288,3 +288,28 @@ def test_help_lists_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--mode", "--k", "--task", "--label_column", "--clips", "--max_eval_videos", "--preset"):
         assert option in text
+
+
+def test_layer_decay_scales_each_depth_and_reaches_peft_parameters():
+    """Block i of L trains at lr * decay^(L - i), the embeddings at decay^(L + 1), the head at the full rate."""
+    from discovr.training.finetune import apply_mode, layer_decay_optimizer
+
+    config = DiscovrConfig(**tiny_config_kwargs(num_labels=1, problem_type="regression"))
+    num_layers = config.num_hidden_layers
+    for mode in ("full", "lora"):
+        finetune_config = FinetuneConfig(output_dir="o", data_root="d", mode=mode, learning_rate=1.0, layer_decay=0.5)
+        model = apply_mode(DiscovrForVideoClassification(config), finetune_config)
+        optimizer = layer_decay_optimizer(model, finetune_config)
+        rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+        decay = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+        trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        assert set(rate) == {id(p) for p in trainable.values()}
+        for name, parameter in trainable.items():
+            if "encoder.layer.0." in name:
+                assert rate[id(parameter)] == 0.5 ** num_layers, name
+            elif "classifier" in name:
+                assert rate[id(parameter)] == 1.0, name
+            elif "patch_embeddings" in name:
+                assert rate[id(parameter)] == 0.5 ** (num_layers + 1), name
+            no_decay = parameter.ndim <= 1 or name.endswith("cls_token")
+            assert decay[id(parameter)] == (0.0 if no_decay else finetune_config.weight_decay), name

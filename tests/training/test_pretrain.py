@@ -26,7 +26,7 @@ from discovr.training.pretrain import (
     parameter_groups,
     pretrain,
 )
-from discovr.training.pretrain_data import multi_scale_crop_box
+from discovr.data.transforms import multi_scale_crop_box
 from discovr.training.schedules import PretrainSchedules
 
 from discovr_testing import tiny_config_kwargs
