@@ -14,6 +14,8 @@ from transformers.modeling_outputs import BaseModelOutput, ImageClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, logging
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_discovr import DiscovrConfig
 from .losses_discovr import (
@@ -206,9 +208,8 @@ class DiscovrSelfAttention(nn.Module):
         self.proj = nn.Linear(dims.hidden_size, dims.hidden_size)
         self.proj_dropout = nn.Dropout(dims.hidden_dropout_prob)
 
-    def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The attention output and, with eager attention, its weights (recorded for `output_attentions`)."""
         head_shape = (*hidden_states.shape[:-1], self.num_heads, self.head_dim)
         query, key, value = (
             projection(hidden_states).view(head_shape).transpose(1, 2) for projection in (self.query, self.key, self.value)
@@ -226,7 +227,6 @@ class DiscovrSelfAttention(nn.Module):
             is_causal=False,
             scaling=self.scaling,
             dropout=self.dropout_prob if self.training else 0.0,
-            output_attentions=output_attentions,
         )
         attn_output = attn_output.reshape(*hidden_states.shape[:-1], -1)
         return self.proj_dropout(self.proj(attn_output)), attn_weights
@@ -256,13 +256,10 @@ class DiscovrLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(dims.hidden_size, eps=dims.layer_norm_eps)
         self.mlp = DiscovrMLP(dims)
 
-    def forward(
-        self, hidden_states: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attention(self.norm1(hidden_states), output_attentions=output_attentions)
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        attn_output, _ = self.attention(self.norm1(hidden_states))
         hidden_states = hidden_states + attn_output
-        hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
-        return hidden_states, attn_weights
+        return hidden_states + self.mlp(self.norm2(hidden_states))
 
 
 class DiscovrEncoder(nn.Module):
@@ -273,23 +270,10 @@ class DiscovrEncoder(nn.Module):
         self.layer = nn.ModuleList([DiscovrLayer(config, dims) for _ in range(dims.num_layers)])
         self.gradient_checkpointing = False
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-    ) -> BaseModelOutput:
-        all_hidden_states = (hidden_states,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
+    def forward(self, hidden_states: torch.Tensor) -> BaseModelOutput:
         for layer_module in self.layer:
-            hidden_states, attn_weights = layer_module(hidden_states, output_attentions=output_attentions)
-            if output_hidden_states:
-                all_hidden_states += (hidden_states,)
-            if output_attentions:
-                all_attentions += (attn_weights,)
-        return BaseModelOutput(
-            last_hidden_state=hidden_states, hidden_states=all_hidden_states, attentions=all_attentions
-        )
+            hidden_states = layer_module(hidden_states)
+        return BaseModelOutput(last_hidden_state=hidden_states)
 
 
 class DiscovrPreTrainedModel(PreTrainedModel):
@@ -304,6 +288,8 @@ class DiscovrPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # What `output_hidden_states` and `output_attentions` record (Transformers' output capturing).
+    _can_record_outputs = {"hidden_states": DiscovrLayer, "attentions": DiscovrSelfAttention}
 
     def _init_weights(self, module: nn.Module) -> None:
         """Truncated-normal Linear/Conv weights, unit LayerNorms, and every DISCOVR-specific tensor."""
@@ -350,15 +336,13 @@ class DiscovrModel(DiscovrPreTrainedModel):
     def get_input_embeddings(self) -> DiscovrPatchEmbeddings:
         return self.embeddings.patch_embeddings
 
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.BoolTensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> BaseModelOutput | tuple:
+    ) -> BaseModelOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
@@ -368,34 +352,18 @@ class DiscovrModel(DiscovrPreTrainedModel):
                 Tokens are ordered (time, height, width).
 
         Returns:
-            `BaseModelOutput` whose `last_hidden_state` is `(batch_size, 1 + num_visible, hidden_size)`, CLS first.
+            `BaseModelOutput` whose `last_hidden_state` is `(batch_size, 1 + num_visible, hidden_size)`, CLS first;
+            with `output_hidden_states`, the blocks' input and outputs (before the final LayerNorm), and with
+            `output_attentions` (eager attention), each block's attention weights.
         """
         check_forward_kwargs(type(self).__name__, kwargs)
-        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
-        output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
-        )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-
         self.embeddings.check_pixel_values(pixel_values)
         if bool_masked_pos is not None:
             check_bool_masked_pos(
                 bool_masked_pos, pixel_values.shape[0], self.embeddings.num_patches, "bool_masked_pos"
             )
         hidden_states = self.embeddings(pixel_values, bool_masked_pos)
-        encoder_outputs = self.encoder(
-            hidden_states, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
-        sequence_output = self.layernorm(encoder_outputs.last_hidden_state)
-        if not return_dict:
-            return tuple(
-                v for v in (sequence_output, encoder_outputs.hidden_states, encoder_outputs.attentions) if v is not None
-            )
-        return BaseModelOutput(
-            last_hidden_state=sequence_output,
-            hidden_states=encoder_outputs.hidden_states,
-            attentions=encoder_outputs.attentions,
-        )
+        return BaseModelOutput(last_hidden_state=self.layernorm(self.encoder(hidden_states).last_hidden_state))
 
 
 class DiscovrForVideoClassification(DiscovrPreTrainedModel):
@@ -425,27 +393,19 @@ class DiscovrForVideoClassification(DiscovrPreTrainedModel):
             return self.fc_norm(sequence_output[:, 1:].mean(dim=1))
         return sequence_output[:, 0]
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         labels: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> ImageClassifierOutput | tuple:
+    ) -> ImageClassifierOutput:
         r"""
         labels (`torch.Tensor` of shape `(batch_size,)` or `(batch_size, num_labels)`, *optional*):
             Regression targets (`num_labels == 1`, e.g. EF in %), class indices, or multi-hot labels.
         """
         check_forward_kwargs(type(self).__name__, kwargs)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        outputs = self.discovr(
-            pixel_values,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.discovr(pixel_values, **kwargs)
         logits = self.classifier(self.dropout(self.pool(outputs.last_hidden_state)))
 
         loss = None
@@ -455,9 +415,6 @@ class DiscovrForVideoClassification(DiscovrPreTrainedModel):
                 labels = labels.to(logits.dtype)
             # Transformers' rule: MSE, cross-entropy or BCE-with-logits by `config.problem_type`, inferred when unset.
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
-        if not return_dict:
-            output = (logits,) + tuple(v for v in (outputs.hidden_states, outputs.attentions) if v is not None)
-            return ((loss,) + output) if loss is not None else output
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
@@ -623,7 +580,7 @@ class DiscovrDecoder(nn.Module):
         """`(B, N, decoder_hidden_size)` tokens in positional order, without positions -> `(B, N, hidden_size)`."""
         hidden_states = hidden_states + self.position_embeddings.to(hidden_states.dtype)
         for layer_module in self.layer:
-            hidden_states, _ = layer_module(hidden_states)
+            hidden_states = layer_module(hidden_states)
         return self.head(self.norm(hidden_states))
 
 
@@ -842,15 +799,15 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         prototypes = nn.functional.normalize(self.prototypes, dim=-1)
         return nn.functional.normalize(features, dim=-1) @ prototypes.t().to(features.dtype)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor,
         masks: dict[str, torch.Tensor] | None = None,
         teacher_temperature: float | None = None,
         generator: torch.Generator | None = None,
-        return_dict: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> DiscovrForPreTrainingOutput | tuple:
+    ) -> DiscovrForPreTrainingOutput:
         r"""
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
@@ -875,7 +832,6 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
             hint="it takes its masks as `masks` (a `DiscovrMaskGenerator` draw), not VideoMAE's `bool_masked_pos`"
             if "bool_masked_pos" in kwargs else "",
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
         config = self.config
         teacher_temperature = config.dino_teacher_temperature if teacher_temperature is None else teacher_temperature
         self.discovr.embeddings.check_pixel_values(pixel_values)
@@ -938,7 +894,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
             )
             loss = loss + config.koleo_loss_weight * koleo
 
-        output = DiscovrForPreTrainingOutput(
+        return DiscovrForPreTrainingOutput(
             loss=loss,
             scd_loss=scd_loss,
             scd_swapped_loss=scd_swapped_loss,
@@ -955,7 +911,6 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
             video_student_cls=student[:, 0, 0],
             video_teacher_cls=video_teacher_cls,
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

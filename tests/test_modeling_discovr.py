@@ -220,3 +220,21 @@ def test_unknown_keywords_are_refused_by_name(config):
         DiscovrForVideoClassification(config)(pixel_values, label=torch.tensor([0, 1]))
     # Transformers' own conventions (what Trainer and the pipelines may pass) are accepted.
     DiscovrModel(config)(pixel_values, output_hidden_states=True, num_items_in_batch=None)
+
+
+def test_classifier_records_outputs_and_returns_tuples(config):
+    """Output capture reaches through the head: hidden states and (eager) attentions, and `return_dict=False`."""
+    config.num_labels = 3
+    model = DiscovrForVideoClassification(config).eval()
+    model.set_attn_implementation("eager")
+    pixel_values = clips(config)
+    with torch.no_grad():
+        out = model(pixel_values, output_hidden_states=True, output_attentions=True)
+        plain = model(pixel_values)
+        as_tuple = model(pixel_values, return_dict=False)
+    assert len(out.hidden_states) == config.num_hidden_layers + 1 and len(out.attentions) == config.num_hidden_layers
+    assert plain.hidden_states is None and plain.attentions is None
+    torch.testing.assert_close(as_tuple[0], plain.logits)
+    # The last recorded hidden state is the last block's output, before the final LayerNorm.
+    encoder_out = model.discovr(pixel_values, output_hidden_states=True)
+    torch.testing.assert_close(model.discovr.layernorm(encoder_out.hidden_states[-1]), encoder_out.last_hidden_state)

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from ..cli import InputError
 from ..modeling_discovr import DiscovrForPreTraining, DiscovrModel
 
 # The teacher is what `discovr-pretrain` exports as `encoder/` and what DINO evaluates; the student is the
@@ -24,7 +25,7 @@ def is_pretraining_folder(model_dir: str | os.PathLike) -> bool:
 def pretraining_encoder(model_dir: str | os.PathLike, encoder: str = "teacher") -> DiscovrModel:
     """The video `encoder` ("teacher" or "student") of the `DiscovrForPreTraining` saved in `model_dir`."""
     if encoder not in ENCODERS:
-        raise ValueError(f"encoder must be one of {ENCODERS}, got {encoder!r}")
+        raise InputError(f"--encoder must be one of {ENCODERS}, got {encoder!r}")
     model = DiscovrForPreTraining.from_pretrained(model_dir)
     return model.video_teacher if encoder == "teacher" else model.discovr
 
