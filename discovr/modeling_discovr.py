@@ -162,11 +162,25 @@ class DiscovrEmbeddings(nn.Module):
                 f"(B, {', '.join(map(str, expected))}), got {tuple(pixel_values.shape)}"
             )
 
-    def forward(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        bool_masked_pos: torch.Tensor | None = None,
+        visible_positions: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Tokens with CLS first: `(B, 1 + N, D)`, or `(B, 1 + N_visible, D)` with `bool_masked_pos` `(B, N)`.
+
+        `visible_positions` `(B, V, N_vis)` keeps V views of every clip instead, each with its own visible tokens
+        (positional order), from one patch embedding: `(B * V, 1 + N_vis, D)`.
+        """
         embeddings = self.patch_embeddings(pixel_values.to(self.patch_embeddings.projection.weight.dtype))
         embeddings = embeddings + self.position_embeddings.to(embeddings.dtype)
+        if bool_masked_pos is not None and visible_positions is not None:
+            raise ValueError("Give `bool_masked_pos` or `visible_positions`, not both")
         if bool_masked_pos is not None:
             embeddings = gather_visible(embeddings, bool_masked_pos)
+        elif visible_positions is not None:
+            embeddings = gather_views(embeddings, visible_positions)
         cls_tokens = self.cls_token.to(embeddings.dtype).expand(embeddings.shape[0], -1, -1)
         return torch.cat((cls_tokens, embeddings), dim=1)
 
@@ -341,6 +355,7 @@ class DiscovrModel(DiscovrPreTrainedModel):
         self,
         pixel_values: torch.Tensor,
         bool_masked_pos: torch.BoolTensor | None = None,
+        visible_positions: torch.LongTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         r"""
@@ -350,6 +365,10 @@ class DiscovrModel(DiscovrPreTrainedModel):
             bool_masked_pos (`torch.BoolTensor` of shape `(batch_size, num_patches)`, *optional*):
                 True marks a masked tubelet, dropped before the blocks. Every sample must mask the same count.
                 Tokens are ordered (time, height, width).
+            visible_positions (`torch.LongTensor` of shape `(batch_size, num_views, num_visible)`, *optional*):
+                Instead of one mask, the visible tubelets of V masked views of every clip, encoded as one batch of
+                `batch_size * num_views` sequences from one patch embedding (how pretraining encodes its student
+                views). See `visible_positions()` for turning masks into positions.
 
         Returns:
             `BaseModelOutput` whose `last_hidden_state` is `(batch_size, 1 + num_visible, hidden_size)`, CLS first;
@@ -362,7 +381,14 @@ class DiscovrModel(DiscovrPreTrainedModel):
             check_bool_masked_pos(
                 bool_masked_pos, pixel_values.shape[0], self.embeddings.num_patches, "bool_masked_pos"
             )
-        hidden_states = self.embeddings(pixel_values, bool_masked_pos)
+        if visible_positions is not None and (
+            visible_positions.dim() != 3 or visible_positions.shape[0] != pixel_values.shape[0]
+        ):
+            raise ValueError(
+                "`visible_positions` must have shape (batch_size, num_views, num_visible) with batch_size "
+                f"{pixel_values.shape[0]}, got {tuple(visible_positions.shape)}"
+            )
+        hidden_states = self.embeddings(pixel_values, bool_masked_pos, visible_positions)
         return BaseModelOutput(last_hidden_state=self.layernorm(self.encoder(hidden_states).last_hidden_state))
 
 
@@ -436,23 +462,6 @@ def gather_views(tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return tokens.gather(1, index).reshape(num_samples * num_views, num_kept, tokens.shape[-1])
 
 
-def encode_views(backbone: nn.Module, pixel_values: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
-    """Run a DISCOVR ViT (`DiscovrModel` or `DiscovrImageEncoder`) on several masked views in one batch.
-
-    The patch embedding runs once per input; each of the V views in `positions` `(B, V, N_vis)` then keeps its
-    own visible tokens, and all B * V views share one pass through the blocks. `positions=None` encodes every
-    token once. Returns `(B * V, 1 + N_vis, D)` after the final LayerNorm, CLS first.
-    """
-    embeddings = backbone.embeddings
-    tokens = embeddings.patch_embeddings(pixel_values.to(embeddings.patch_embeddings.projection.weight.dtype))
-    tokens = tokens + embeddings.position_embeddings.to(tokens.dtype)
-    if positions is not None:
-        tokens = gather_views(tokens, positions)
-    cls_tokens = embeddings.cls_token.to(tokens.dtype).expand(tokens.shape[0], -1, -1)
-    hidden_states = backbone.encoder(torch.cat((cls_tokens, tokens), dim=1)).last_hidden_state
-    return backbone.layernorm(hidden_states)
-
-
 def standardize_tokens(tokens: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """(x - mean) / (std + eps) over the token axis (dim -2), unbiased std: the SCD target normalisation."""
     mean = tokens.mean(dim=-2, keepdim=True)
@@ -475,7 +484,8 @@ class DiscovrImageEncoder(nn.Module):
 
         Returns `(M * V, 1 + n_vis, image_hidden_size)`, or `(M, 1 + n, image_hidden_size)` without `positions`.
         """
-        return encode_views(self, frames.unsqueeze(1), positions)
+        hidden_states = self.embeddings(frames.unsqueeze(1), visible_positions=positions)
+        return self.layernorm(self.encoder(hidden_states).last_hidden_state)
 
 
 class DiscovrWeightNormLinear(nn.Module):
@@ -846,7 +856,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         # Video student: the global view and the V local views share one encoder batch.
         video_masks = torch.cat((masks["global"].unsqueeze(1), masks["local"]), dim=1)
         video_positions = visible_positions(video_masks, num_visible)
-        student = encode_views(self.discovr, pixel_values, video_positions)
+        student = self.discovr(pixel_values, visible_positions=video_positions).last_hidden_state
         student = student.view(batch_size, video_masks.shape[1], *student.shape[1:])
         predictions = self.decode(student[:, 0, 1:], video_positions[:, 0])
         video_student_logits = self.video_student_head(student[:, 1:, 0])

@@ -14,7 +14,7 @@ from transformers import AutoModelForPreTraining
 from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMaskGenerator
 from discovr.convert_discovr_original_to_hf import convert_checkpoint, summarize
 from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
-from discovr.modeling_discovr import encode_views, standardize_tokens, visible_positions
+from discovr.modeling_discovr import standardize_tokens, visible_positions
 
 ATOL = 1e-5
 
@@ -122,7 +122,9 @@ def test_video_heads_parity(reference, converted, fixture_views):
     expected = reference.expected
     with torch.no_grad():
         # The batched multi-view path, with one view per clip, is the reference's masked encoder.
-        student = encode_views(model.discovr, reference.pixel_values, fixture_views["video_positions"].unsqueeze(1))
+        student = model.discovr(
+            reference.pixel_values, visible_positions=fixture_views["video_positions"].unsqueeze(1)
+        ).last_hidden_state
         teacher = model.video_teacher(reference.pixel_values).last_hidden_state
         student_head = model.video_student_head(student[:, 0])
         teacher_head = model.video_teacher_head(teacher[:, 0])
