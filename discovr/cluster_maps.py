@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 
 from .cli import InputError, model_type_of, run_console_script
 from .modeling_discovr import DiscovrForPreTraining
 from .plotting import plot_cluster_maps
+from .training.encoders import load_complete
 from .video_processing_discovr import DiscovrVideoProcessor, VideoDecodeError
 
 
@@ -120,19 +120,8 @@ def load_pretraining_model(model_dir: str | os.PathLike) -> DiscovrForPreTrainin
     """A saved `DiscovrForPreTraining`; a folder without its decoder, prototypes and image teacher raises."""
     if model_type_of(model_dir) != "discovr":
         raise InputError(f"{model_dir} does not hold a DISCOVR model")
-    # Transformers would initialise a missing decoder at random; a map from it would mean nothing.
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        model, info = DiscovrForPreTraining.from_pretrained(model_dir, output_loading_info=True)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise InputError(
-            f"{model_dir} is not a pretraining folder (discovr-pretrain's pretrained/): {len(missing)} weights are "
-            f"missing (e.g. {', '.join(missing[:3])})"
-        )
+    # A random decoder or image teacher would draw maps that mean nothing.
+    model, _ = load_complete(DiscovrForPreTraining, model_dir, "a pretraining model (discovr-pretrain's pretrained/)")
     return model
 
 

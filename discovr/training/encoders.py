@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
 
 from ..cli import InputError
 from ..modeling_discovr import DiscovrForPreTraining, DiscovrModel
@@ -12,6 +16,31 @@ from ..modeling_discovr import DiscovrForPreTraining, DiscovrModel
 # The teacher is what `discovr-pretrain` exports as `encoder/` and what DINO evaluates; the student is the
 # online network the optimiser trained.
 ENCODERS = ("teacher", "student")
+
+
+def load_complete(
+    model_class: Any, model_dir: str | os.PathLike, what: str, may_be_new: tuple[str, ...] = (), **kwargs
+) -> tuple[torch.nn.Module, dict]:
+    """`model_class.from_pretrained(model_dir, **kwargs)` and its loading info, refusing a folder that lacks weights.
+
+    Transformers would initialise a missing weight at random and print a table of every skipped one; here a weight
+    the model needs (other than those starting with `may_be_new`, such as a new head) that is missing or of the
+    wrong shape raises `InputError`: "`model_dir` does not hold `what`".
+    """
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(model_dir, output_loading_info=True, **kwargs)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    mismatched = [str(entry[0] if isinstance(entry, tuple) else entry) for entry in info["mismatched_keys"]]
+    lacking = sorted(name for name in set(info["missing_keys"]) | set(mismatched) if not name.startswith(may_be_new))
+    if lacking:
+        raise InputError(
+            f"{model_dir} does not hold {what}: {len(lacking)} weights are missing or of the wrong shape "
+            f"(e.g. {', '.join(lacking[:5])})"
+        )
+    return model, info
 
 
 def is_pretraining_folder(model_dir: str | os.PathLike) -> bool:
@@ -30,4 +59,4 @@ def pretraining_encoder(model_dir: str | os.PathLike, encoder: str = "teacher") 
     return model.video_teacher if encoder == "teacher" else model.discovr
 
 
-__all__ = ["ENCODERS", "is_pretraining_folder", "pretraining_encoder"]
+__all__ = ["ENCODERS", "is_pretraining_folder", "load_complete", "pretraining_encoder"]

@@ -38,7 +38,7 @@ from ..metrics import (
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
-from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
+from .encoders import ENCODERS, is_pretraining_folder, load_complete, pretraining_encoder
 from .features import POOLINGS, cached_features
 from .presets import model_processor
 
@@ -317,19 +317,7 @@ def load_encoder(model_dir: str | os.PathLike, encoder: str = "teacher") -> torc
     if is_pretraining_folder(model_dir):
         return pretraining_encoder(model_dir, encoder).eval()
     encoder_class = DiscovrModel if model_type == "discovr" else transformers.AutoModel
-    # Transformers lists every pretraining-only weight it skips; a missing encoder weight is what matters here.
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        encoder, info = encoder_class.from_pretrained(model_dir, output_loading_info=True)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise InputError(
-            f"{model_dir} does not hold a complete {model_type} encoder: {len(missing)} weights are missing "
-            f"(e.g. {', '.join(missing[:5])})"
-        )
+    encoder, _ = load_complete(encoder_class, model_dir, f"a complete {model_type} encoder")
     return encoder.eval()
 
 

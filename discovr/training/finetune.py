@@ -46,7 +46,7 @@ from ..metrics import (
 from ..modeling_discovr import DiscovrForVideoClassification
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 from .data_selection import TARGET_COLUMN, TASKS, DataSelection, add_data_arguments, attach_targets
-from .encoders import ENCODERS, is_pretraining_folder, pretraining_encoder
+from .encoders import ENCODERS, is_pretraining_folder, load_complete, pretraining_encoder
 from .model_card import CardResult, dataset_name, describe_size, model_reference, write_model_card
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config, model_processor
 
@@ -142,30 +142,14 @@ def load_classification_model(
     model_class = DiscovrForVideoClassification if model_type == "discovr" else transformers.AutoModelForVideoClassification
     if model_type != "discovr" and pooling != "mean":
         raise InputError(f"{model_name_or_path} holds a {model_type} encoder, which has no CLS token: use --pooling mean")
-    # Transformers prints a table of every skipped pretraining weight; one summary below says more.
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        model, info = model_class.from_pretrained(
-            model_name_or_path,
-            num_labels=num_labels,
-            problem_type=problem_type,
-            id2label=id2label,
-            label2id={name: i for i, name in id2label.items()},
-            use_mean_pooling=pooling == "mean",
-            ignore_mismatched_sizes=True,
-            output_loading_info=True,
-        )
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    mismatched = sorted(str(entry[0] if isinstance(entry, tuple) else entry) for entry in info["mismatched_keys"])
+    model, info = load_complete(
+        model_class, model_name_or_path, f"a complete {model_type} encoder", may_be_new=HEAD_PREFIXES,
+        num_labels=num_labels, problem_type=problem_type, id2label=id2label,
+        label2id={name: i for i, name in id2label.items()}, use_mean_pooling=pooling == "mean",
+        ignore_mismatched_sizes=True,
+    )
+    mismatched = [str(entry[0] if isinstance(entry, tuple) else entry) for entry in info["mismatched_keys"]]
     new = sorted(set(info["missing_keys"]) | set(mismatched))
-    encoder_missing = [name for name in new if not name.startswith(HEAD_PREFIXES)]
-    if encoder_missing:
-        raise InputError(
-            f"{model_name_or_path} does not hold a complete {model_type} encoder: {len(encoder_missing)} encoder "
-            f"weights are missing or of the wrong shape (e.g. {', '.join(encoder_missing[:5])})"
-        )
     if new:
         logger.warning(
             "Newly initialised head weights (trained by this run, as expected): %s. Every encoder weight was "
