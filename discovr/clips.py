@@ -71,10 +71,9 @@ def load_video_clips(
     sampling = ClipSampling.parse(clips)
 
     def needed_frames(total: int) -> tuple[list[int], list[int]]:
-        if sampling.kind == "center" and processor.start is not None:
-            if processor.start >= total:
-                raise ValueError(f"start={processor.start} is past the end of a {total}-frame video")
-            starts = [processor.start]
+        if sampling.kind == "center":
+            # The processor's own evaluation clip, so a fixed `start` saved with it is honoured.
+            starts = [processor.clip_start(total, do_random_start=False)]
         else:
             starts = sampling.starts(total, num_frames, frame_stride, generator)
         frames = sorted({i for start in starts for i in sample_clip_indices(total, num_frames, frame_stride, start)})

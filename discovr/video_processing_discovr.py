@@ -447,16 +447,32 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
             raise ValueError("DiscovrVideoProcessor samples by `frame_stride`, not `fps`; leave `fps` unset.")
         num_frames = num_frames if num_frames is not None else self.num_frames
         frame_stride = frame_stride if frame_stride is not None else self.frame_stride
+        total = metadata.total_num_frames
+        start = self.clip_start(total, num_frames, frame_stride, do_random_start, start, generator)
+        return np.asarray(sample_clip_indices(total, num_frames, frame_stride, start), dtype=np.int64)
+
+    def clip_start(
+        self,
+        num_video_frames: int,
+        num_frames: int | None = None,
+        frame_stride: int | None = None,
+        do_random_start: bool | None = None,
+        start: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> int:
+        """The start of this processor's clip: random (training), its fixed `start`, or centred (see
+        [`sample_frames`] for the arguments; each defaults to the processor's own setting)."""
+        num_frames = num_frames if num_frames is not None else self.num_frames
+        frame_stride = frame_stride if frame_stride is not None else self.frame_stride
         do_random_start = do_random_start if do_random_start is not None else self.do_random_start
         start = start if start is not None else self.start
-        total = metadata.total_num_frames
         if do_random_start:
-            start = random_clip_start(total, num_frames, frame_stride, generator=generator)
-        elif start is None:
-            start = centered_clip_start(total, num_frames, frame_stride)
-        elif start >= total:
-            raise ValueError(f"start={start} is past the end of a {total}-frame video")
-        return np.asarray(sample_clip_indices(total, num_frames, frame_stride, start), dtype=np.int64)
+            return random_clip_start(num_video_frames, num_frames, frame_stride, generator=generator)
+        if start is None:
+            return centered_clip_start(num_video_frames, num_frames, frame_stride)
+        if start >= num_video_frames:
+            raise ValueError(f"start={start} is past the end of a {num_video_frames}-frame video")
+        return start
 
     def fetch_videos(self, video_url_or_urls: str | list[str], sample_indices_fn: Callable | None = None):
         """
