@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .classification import accuracy, balanced_accuracy, classification_metrics, confusion_matrix, macro_f1
+from .classification import (
+    accuracy,
+    balanced_accuracy,
+    classification_metrics,
+    confusion_cells,
+    confusion_matrix,
+    f1_per_class,
+    macro_f1,
+)
 
 
 if TYPE_CHECKING:
@@ -139,15 +147,20 @@ def _weighted_metrics(
     return {"mae": mae, "rmse": rmse, "r2": r2, "auroc": auroc}
 
 
+def _validate_scores(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    scores = _as_1d(scores, "scores")
+    labels = _as_1d(labels, "labels", dtype=bool)
+    if scores.shape != labels.shape:
+        raise ValueError(f"`scores` and `labels` differ in length: {scores.size} vs {labels.size}.")
+    return scores, labels
+
+
 def binary_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve of `scores` for boolean `labels` (True = positive), ties counted as 1/2.
 
     Returns NaN (with a warning) when only one class is present, where the AUROC is undefined.
     """
-    scores = _as_1d(scores, "scores")
-    labels = _as_1d(labels, "labels", dtype=bool)
-    if scores.shape != labels.shape:
-        raise ValueError(f"`scores` and `labels` differ in length: {scores.size} vs {labels.size}.")
+    scores, labels = _validate_scores(scores, labels)
     auroc = float(_weighted_auroc(scores, labels, np.ones((1, scores.size)))[0])
     if np.isnan(auroc):
         logger.warning("AUROC is undefined: `labels` contain only one class; returning NaN.")
@@ -161,10 +174,7 @@ def roc_curve(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndar
     with threshold +inf and has one point per distinct score, so its trapezoidal area equals
     `binary_auroc`. Raises `ValueError` when a class is absent.
     """
-    scores = _as_1d(scores, "scores")
-    labels = _as_1d(labels, "labels", dtype=bool)
-    if scores.shape != labels.shape:
-        raise ValueError(f"`scores` and `labels` differ in length: {scores.size} vs {labels.size}.")
+    scores, labels = _validate_scores(scores, labels)
     num_pos = int(labels.sum())
     num_neg = labels.size - num_pos
     if num_pos == 0 or num_neg == 0:
@@ -276,10 +286,7 @@ def bootstrap_auroc_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of `binary_auroc(scores, labels)`, resampling samples with replacement;
     resamples holding one class only are left out, as in `bootstrap_ci`."""
-    scores = _as_1d(scores, "scores")
-    labels = _as_1d(labels, "labels", dtype=bool)
-    if scores.shape != labels.shape:
-        raise ValueError(f"`scores` and `labels` differ in length: {scores.size} vs {labels.size}.")
+    scores, labels = _validate_scores(scores, labels)
     _check_level(confidence_level)
     values = np.concatenate([
         _weighted_auroc(scores, labels, counts) for counts in _resample_counts(scores.size, num_bootstrap, seed)
@@ -297,22 +304,14 @@ def bootstrap_macro_f1_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of `macro_f1(predictions, references, labels)`, resampling samples with
     replacement. `labels` (default: every class in either array) stays fixed across resamples."""
-    matrix = confusion_matrix(predictions, references, labels)  # validates, and fixes the class order
-    classes = np.unique(np.concatenate([np.asarray(references), np.asarray(predictions)])) if labels is None else labels
-    index = {label: position for position, label in enumerate(np.asarray(classes).tolist())}
-    num_classes = matrix.shape[0]
-    cells = np.array([index[r] * num_classes + index[p]
-                      for r, p in zip(np.asarray(references).tolist(), np.asarray(predictions).tolist())])
-    one_hot = np.zeros((cells.size, num_classes * num_classes))
-    one_hot[np.arange(cells.size), cells] = 1.0
+    cells, num_classes = confusion_cells(predictions, references, labels)
     _check_level(confidence_level)
-    values = []
-    for counts in _resample_counts(cells.size, num_bootstrap, seed):
-        matrices = (counts @ one_hot).reshape(-1, num_classes, num_classes)
-        true_pos = np.diagonal(matrices, axis1=1, axis2=2)
-        denominator = matrices.sum(axis=1) + matrices.sum(axis=2)
-        f1 = np.divide(2.0 * true_pos, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
-        values.append(f1.mean(axis=1))
+    # A resample's confusion matrix is its sample multiplicities summed per cell.
+    one_hot = np.eye(num_classes * num_classes)[cells]
+    values = [
+        f1_per_class((counts @ one_hot).reshape(-1, num_classes, num_classes)).mean(axis=-1)
+        for counts in _resample_counts(cells.size, num_bootstrap, seed)
+    ]
     return _percentile_interval(np.concatenate(values), confidence_level, "macro_f1")
 
 

@@ -14,7 +14,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 
-__all__ = ["accuracy", "balanced_accuracy", "classification_metrics", "confusion_matrix", "macro_f1"]
+__all__ = [
+    "accuracy", "balanced_accuracy", "classification_metrics", "confusion_cells", "confusion_matrix", "f1_per_class",
+    "macro_f1",
+]
 
 
 def _as_labels(values: ArrayLike, name: str) -> np.ndarray:
@@ -28,8 +31,10 @@ def _as_labels(values: ArrayLike, name: str) -> np.ndarray:
     return array
 
 
-def confusion_matrix(predictions: ArrayLike, references: ArrayLike, labels: Sequence | None = None) -> np.ndarray:
-    """Count matrix `C[i, j]` = number of samples with reference `labels[i]` predicted as `labels[j]`.
+def confusion_cells(
+    predictions: ArrayLike, references: ArrayLike, labels: Sequence | None = None
+) -> tuple[np.ndarray, int]:
+    """Each sample's cell of the confusion matrix, `reference_index * C + prediction_index`, and the class count C.
 
     `labels` defaults to the sorted union of both arrays; a label outside a given `labels` is an error.
     """
@@ -50,9 +55,24 @@ def confusion_matrix(predictions: ArrayLike, references: ArrayLike, labels: Sequ
             raise ValueError(f"`{name}` contains labels not in `labels`: {sorted(unknown, key=str)}.")
     rows = np.array([index[label] for label in references.tolist()])
     cols = np.array([index[label] for label in predictions.tolist()])
-    matrix = np.zeros((classes.size, classes.size), dtype=np.int64)
-    np.add.at(matrix, (rows, cols), 1)
-    return matrix
+    return rows * classes.size + cols, classes.size
+
+
+def confusion_matrix(predictions: ArrayLike, references: ArrayLike, labels: Sequence | None = None) -> np.ndarray:
+    """Count matrix `C[i, j]` = number of samples with reference `labels[i]` predicted as `labels[j]`.
+
+    `labels` defaults to the sorted union of both arrays; a label outside a given `labels` is an error.
+    """
+    cells, num_classes = confusion_cells(predictions, references, labels)
+    return np.bincount(cells, minlength=num_classes * num_classes).astype(np.int64).reshape(num_classes, num_classes)
+
+
+def f1_per_class(matrix: np.ndarray) -> np.ndarray:
+    """Per-class F1 = 2·TP / (2·TP + FP + FN) of confusion matrices `(..., C, C)` (references as rows); a class absent
+    from both arrays (only possible with explicit `labels`) has F1 = 0, as in scikit-learn."""
+    true_pos = np.diagonal(matrix, axis1=-2, axis2=-1).astype(np.float64)
+    denominator = matrix.sum(axis=-2) + matrix.sum(axis=-1)
+    return np.divide(2.0 * true_pos, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
 
 
 def accuracy(predictions: ArrayLike, references: ArrayLike) -> float:
@@ -70,13 +90,8 @@ def balanced_accuracy(predictions: ArrayLike, references: ArrayLike, labels: Seq
 
 
 def macro_f1(predictions: ArrayLike, references: ArrayLike, labels: Sequence | None = None) -> float:
-    """Unweighted mean of the per-class F1 = 2·TP / (2·TP + FP + FN)."""
-    matrix = confusion_matrix(predictions, references, labels)
-    true_pos = np.diag(matrix).astype(np.float64)
-    denominator = matrix.sum(axis=0) + matrix.sum(axis=1)
-    # A class absent from both arrays (only possible with explicit `labels`) has F1 = 0, as in scikit-learn.
-    f1 = np.divide(2.0 * true_pos, denominator, out=np.zeros_like(true_pos), where=denominator > 0)
-    return float(f1.mean())
+    """Unweighted mean of the per-class F1 ([`f1_per_class`])."""
+    return float(f1_per_class(confusion_matrix(predictions, references, labels)).mean())
 
 
 def classification_metrics(
