@@ -31,7 +31,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.common import add_common_args, apply_common_args, machine_info, ratio_summary, time_interleaved
-from discovr import DiscovrConfig, DiscovrForPreTraining
+from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMasks
 from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
 
 logger = logging.getLogger("benchmarks.pretrain_step")
@@ -89,29 +89,29 @@ SHAPES = {
 
 
 def published_control_flow_loss(
-    model: DiscovrForPreTraining, pixel_values: torch.Tensor, masks: dict[str, torch.Tensor], teacher_temperature: float
+    model: DiscovrForPreTraining, pixel_values: torch.Tensor, masks: DiscovrMasks, teacher_temperature: float
 ) -> torch.Tensor:
     """Re-enactment of the published forward's control flow with this port's modules (see the module docstring)."""
     config = model.config
     batch_size = pixel_values.shape[0]
     model.update_teachers(0.99)  # the published code updates the teachers here, before the loss
 
-    student = model.discovr(pixel_values, bool_masked_pos=masks["global"]).last_hidden_state
-    positions = (~masks["global"]).nonzero()[:, 1].view(batch_size, -1)
+    student = model.discovr(pixel_values, bool_masked_pos=masks.global_view).last_hidden_state
+    positions = (~masks.global_view).nonzero()[:, 1].view(batch_size, -1)
     predictions = model.decode(student[:, 1:], positions)
     with torch.no_grad():
         video_teacher = model.video_teacher_head(model.video_teacher(pixel_values).last_hidden_state[:, 0])
     video_dino = 0.0
-    for view in range(masks["local"].shape[1]):
-        local = model.discovr(pixel_values, bool_masked_pos=masks["local"][:, view]).last_hidden_state[:, 0]
+    for view in range(masks.local_views.shape[1]):
+        local = model.discovr(pixel_values, bool_masked_pos=masks.local_views[:, view]).last_hidden_state[:, 0]
         video_dino = video_dino + dino_cross_entropy(
             model.video_student_head(local).unsqueeze(1),
             dino_teacher_targets(video_teacher, teacher_temperature, center=model.video_center),
             config.dino_student_temperature,
-        ) / masks["local"].shape[1]
+        ) / masks.local_views.shape[1]
 
     frames = pixel_values.flatten(0, 1)
-    image_masks = masks["image"].flatten(0, 1)
+    image_masks = masks.image_views.flatten(0, 1)
     num_image_visible = int((~image_masks[0, 0]).sum())
     for start in range(0, frames.shape[0], PUBLISHED_IMAGE_CHUNK):
         chunk = slice(start, start + PUBLISHED_IMAGE_CHUNK)

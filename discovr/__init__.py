@@ -14,7 +14,7 @@ from transformers import (
 )
 
 from .configuration_discovr import DiscovrConfig
-from .masking_discovr import DiscovrMaskGenerator
+from .masking_discovr import DiscovrMaskGenerator, DiscovrMasks
 from .modeling_discovr import (
     DiscovrForPreTraining,
     DiscovrForVideoClassification,
@@ -49,6 +49,7 @@ __all__ = [
     "DiscovrForPreTraining",
     "DiscovrForVideoClassification",
     "DiscovrMaskGenerator",
+    "DiscovrMasks",
     "DiscovrVideoProcessor",
     "DiscovrVideoClassificationPipeline",
 ]

@@ -26,7 +26,7 @@ from .losses_discovr import (
     sinkhorn,
     update_center,
 )
-from .masking_discovr import DiscovrMaskGenerator
+from .masking_discovr import DiscovrMaskGenerator, DiscovrMasks
 
 logger = logging.get_logger(__name__)
 
@@ -733,52 +733,6 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         """Re-normalise the prototypes to unit length in place (forward also uses them normalised)."""
         self.prototypes.copy_(nn.functional.normalize(self.prototypes, dim=-1))
 
-    def check_masks(self, masks: dict[str, torch.Tensor], batch_size: int) -> tuple[int, int]:
-        """Validate `masks` (see `forward`); return the visible counts of the video and the image views.
-
-        Reading the counts is the one host synchronisation of a training step; it is free when the masks are
-        still on the CPU, as the data collator leaves them.
-        """
-        if not isinstance(masks, dict) or set(masks) != {"global", "local", "image"}:
-            found = sorted(masks) if isinstance(masks, dict) else type(masks).__name__
-            raise ValueError(f"`masks` must be a dict with keys 'global', 'local' and 'image', got {found}")
-        config = self.config
-        expected = {
-            "global": ((batch_size, config.num_patches), "(batch_size, num_patches)"),
-            "local": ((batch_size, None, config.num_patches), "(batch_size, num_local_views, num_patches)"),
-            "image": (
-                (batch_size, config.num_frames, None, config.num_patches_per_frame),
-                "(batch_size, num_frames, num_local_views, num_patches_per_frame)",
-            ),
-        }
-        for name, (shape, description) in expected.items():
-            mask = masks[name]
-            fits = mask.dim() == len(shape) and all(e is None or e == s for e, s in zip(shape, mask.shape))
-            if not fits or mask.numel() == 0:
-                readable = ", ".join("V" if e is None else str(e) for e in shape)
-                raise ValueError(
-                    f"`masks['{name}']` must have shape {description} = ({readable}), got {tuple(mask.shape)}"
-                )
-            if mask.dtype != torch.bool:
-                raise ValueError(f"`masks['{name}']` must be a bool tensor (True = masked), got {mask.dtype}")
-        video_counts = torch.cat((masks["global"].sum(-1).flatten(), masks["local"].sum(-1).flatten()))
-        image_counts = masks["image"].sum(-1).flatten()
-        video_min, video_max, image_min, image_max = torch.stack(
-            (video_counts.min(), video_counts.max(), image_counts.min(), image_counts.max())
-        ).tolist()
-        if video_min != video_max:
-            raise ValueError(
-                "`masks['global']` and `masks['local']` must mask the same number of tokens in every sample and "
-                f"view (they are encoded in one batch), got counts from {video_min} to {video_max}"
-            )
-        if image_min != image_max:
-            raise ValueError(
-                f"`masks['image']` must mask the same number of patches in every view, got {image_min} to {image_max}"
-            )
-        if video_max >= config.num_patches or image_max >= config.num_patches_per_frame:
-            raise ValueError("`masks` must leave at least one token of every view visible")
-        return config.num_patches - video_max, config.num_patches_per_frame - image_max
-
     def scd_targets(self, teacher_patches: torch.Tensor, batch_size: int) -> torch.Tensor:
         """Image-teacher patch tokens `(B * T, n, D)` -> SCD target features `(B, N, D)` in positional order.
 
@@ -813,7 +767,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
     def forward(
         self,
         pixel_values: torch.Tensor,
-        masks: dict[str, torch.Tensor] | None = None,
+        masks: DiscovrMasks | None = None,
         teacher_temperature: float | None = None,
         generator: torch.Generator | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -822,13 +776,10 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, num_frames, num_channels, height, width)`):
                 Normalised clips.
-            masks (`dict[str, torch.BoolTensor]`, *optional*):
-                True = masked. `"global"` `(batch_size, num_patches)`: the decoder/SCD view; `"local"`
-                `(batch_size, V, num_patches)`: the video-DINO student views; `"image"`
-                `(batch_size, num_frames, V', num_patches_per_frame)`: the image-DINO student views of every
-                frame. All video masks must hide the same count (the global and local views are encoded in one
-                batch), and all image masks too. `DiscovrMaskGenerator` draws them; when None, the model draws
-                them itself with `generator`.
+            masks (`DiscovrMasks`, *optional*):
+                The masks of the global view (decoder/SCD), the video-DINO local views and the image-DINO views
+                of every frame. `DiscovrMaskGenerator` draws them; when None, the model draws them itself with
+                `generator`.
             teacher_temperature (`float`, *optional*):
                 DINO teacher temperature of this step (its schedule belongs to training); defaults to
                 `config.dino_teacher_temperature`.
@@ -848,14 +799,17 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         batch_size = pixel_values.shape[0]
         if masks is None:
             masks = self.mask_generator(batch_size, generator)
-            num_visible, num_image_visible = self.mask_generator.num_visible, self.mask_generator.num_image_visible
-        else:
-            num_visible, num_image_visible = self.check_masks(masks, batch_size)
-        masks = {name: mask.to(pixel_values.device, non_blocking=True) for name, mask in masks.items()}
+        elif not isinstance(masks, DiscovrMasks):
+            raise TypeError(
+                f"`masks` must be `DiscovrMasks` (drawn by `DiscovrMaskGenerator`, or built as `DiscovrMasks("
+                f"global_view=..., local_views=..., image_views=...)`), got {type(masks).__name__}"
+            )
+        masks.check_fits(config, batch_size)
+        masks = masks.to(pixel_values.device, non_blocking=True)
 
         # Video student: the global view and the V local views share one encoder batch.
-        video_masks = torch.cat((masks["global"].unsqueeze(1), masks["local"]), dim=1)
-        video_positions = visible_positions(video_masks, num_visible)
+        video_masks = masks.video_views
+        video_positions = visible_positions(video_masks, masks.num_visible)
         student = self.discovr(pixel_values, visible_positions=video_positions).last_hidden_state
         student = student.view(batch_size, video_masks.shape[1], *student.shape[1:])
         predictions = self.decode(student[:, 0, 1:], video_positions[:, 0])
@@ -863,7 +817,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
 
         # Image student: every masked view of every frame in one batch.
         frames = pixel_values.flatten(0, 1)
-        image_positions = visible_positions(masks["image"], num_image_visible).flatten(0, 1)
+        image_positions = visible_positions(masks.image_views, masks.num_image_visible).flatten(0, 1)
         image_student = self.image_student(frames, image_positions)
         image_student_logits = self.image_student_head(image_student[:, 0])
         image_student_logits = image_student_logits.view(frames.shape[0], -1, config.dino_out_dim)

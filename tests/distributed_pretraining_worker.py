@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from discovr import DiscovrForPreTraining
+from discovr import DiscovrForPreTraining, DiscovrMasks
 
 
 def main(directory: str) -> None:
@@ -25,7 +25,7 @@ def main(directory: str) -> None:
     batch = load_file(root / "batch.safetensors")
     share = batch["pixel_values"].shape[0] // world_size
     rows = slice(rank * share, (rank + 1) * share)
-    masks = {name: batch[name][rows] for name in ("global", "local", "image")}
+    masks = DiscovrMasks(batch["global_view"][rows], batch["local_views"][rows], batch["image_views"][rows])
     output = model(batch["pixel_values"][rows], masks=masks)
     output.loss.backward()
     model.update_centers(output.video_teacher_mean.detach(), output.image_teacher_mean.detach())

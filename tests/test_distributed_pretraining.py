@@ -35,7 +35,10 @@ def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path):
         batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size, generator=generator
     )
     masks = model.mask_generator(batch_size, generator)
-    tensors = {"pixel_values": pixel_values, **{name: mask.contiguous() for name, mask in masks.items()}}
+    tensors = {
+        "pixel_values": pixel_values,
+        **{name: getattr(masks, name).contiguous() for name in ("global_view", "local_views", "image_views")},
+    }
     save_file(tensors, tmp_path / "batch.safetensors")
 
     python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -66,7 +69,7 @@ def test_two_processes_match_one_process_on_the_concatenated_batch(tmp_path):
     with torch.no_grad():
         model.eval()  # the local shares are balanced on their own whatever BatchNorm does
         local_codes = torch.cat([
-            model(pixel_values[i : i + share], masks={k: v[i : i + share] for k, v in masks.items()}).scd_codes
+            model(pixel_values[i : i + share], masks=masks[i : i + share]).scd_codes
             for i in range(0, batch_size, share)
         ])
     assert not torch.equal(local_codes, output.scd_codes)

@@ -5,13 +5,15 @@ Every size comes from the fixture's `reference_config.json` or from the model co
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from discovr_testing import tiny_config_kwargs
 from torch.nn import functional as F
 from transformers import AutoModelForPreTraining
 
-from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMaskGenerator
+from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMaskGenerator, DiscovrMasks
 from discovr.convert_discovr_original_to_hf import convert_checkpoint, summarize
 from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
 from discovr.modeling_discovr import standardize_tokens, visible_positions
@@ -177,11 +179,11 @@ def test_forward_losses_match_reference_tensors(reference, converted):
     expected = reference.expected
     global_mask = reference.inputs["global_mask"]
     batch_size, views = global_mask.shape[0], config.num_local_views
-    masks = {
-        "global": global_mask,
-        "local": global_mask.unsqueeze(1).repeat(1, views, 1),
-        "image": reference.inputs["image_frames_mask"].view(batch_size, config.num_frames, 1, -1),
-    }
+    masks = DiscovrMasks(
+        global_view=global_mask,
+        local_views=global_mask.unsqueeze(1).repeat(1, views, 1),
+        image_views=reference.inputs["image_frames_mask"].view(batch_size, config.num_frames, 1, -1),
+    )
     with torch.no_grad():
         output = model(reference.pixel_values, masks=masks, teacher_temperature=0.05)
 
@@ -384,16 +386,16 @@ def test_mask_generator_structure():
     generator = DiscovrMaskGenerator.from_config(config)
     masks = generator(4, torch.Generator().manual_seed(0))
     n = config.num_patches_per_frame
-    assert masks["global"].shape == (4, config.num_patches) and masks["global"].dtype == torch.bool
-    assert masks["local"].shape == (4, 3, config.num_patches)
-    assert masks["image"].shape == (4, config.num_frames, 3, n)
-    for tubes in (masks["global"], masks["local"].flatten(0, 1)):
+    assert masks.global_view.shape == (4, config.num_patches) and masks.global_view.dtype == torch.bool
+    assert masks.local_views.shape == (4, 3, config.num_patches)
+    assert masks.image_views.shape == (4, config.num_frames, 3, n)
+    for tubes in (masks.global_view, masks.local_views.flatten(0, 1)):
         slots = tubes.view(tubes.shape[0], -1, n)
         assert torch.equal(slots, slots[:, :1].expand_as(slots))  # one pattern repeated over time
         assert torch.all(tubes.sum(-1) == generator.num_masked_per_frame * slots.shape[1])
-    assert torch.all(masks["image"].sum(-1) == int(n * config.image_mask_ratio))
+    assert torch.all(masks.image_views.sum(-1) == int(n * config.image_mask_ratio))
     again = generator(4, torch.Generator().manual_seed(0))
-    assert all(torch.equal(masks[k], again[k]) for k in masks)
+    assert all(torch.equal(getattr(masks, k), getattr(again, k)) for k in ("global_view", "local_views", "image_views"))
 
 
 # --------------------------------------------------------------------------------------------- bad input
@@ -416,25 +418,47 @@ def test_bad_pixel_values(small, edit):
 def test_uneven_mask_counts(small):
     model, clips = small
     masks = model.mask_generator(clips.shape[0], torch.Generator().manual_seed(0))
-    uneven = masks["local"].clone()
+    uneven = masks.local_views.clone()
     uneven[0, 0, uneven[0, 0].nonzero()[0]] = False  # one fewer masked token in one view
-    with pytest.raises(ValueError, match="same number"):
-        model(clips, masks={**masks, "local": uneven})
-    uneven_image = masks["image"].clone()
+    with pytest.raises(ValueError, match="same number of tokens"):
+        DiscovrMasks(masks.global_view, uneven, masks.image_views)
+    uneven_image = masks.image_views.clone()
     uneven_image[0, 0, 0] = True
-    with pytest.raises(ValueError, match=r"masks\['image'\]"):
-        model(clips, masks={**masks, "image": uneven_image})
+    with pytest.raises(ValueError, match="`image_views` must mask the same number"):
+        DiscovrMasks(masks.global_view, masks.local_views, uneven_image)
 
 
 def test_bad_mask_structure(small):
     model, clips = small
     masks = model.mask_generator(clips.shape[0], torch.Generator().manual_seed(0))
-    with pytest.raises(ValueError, match="keys"):
-        model(clips, masks={"global": masks["global"]})
-    with pytest.raises(ValueError, match=r"masks\['global'\].*shape"):
-        model(clips, masks={**masks, "global": masks["global"][:, :-1]})
+    with pytest.raises(TypeError, match="`masks` must be `DiscovrMasks`.*got dict"):
+        model(clips, masks={"global": masks.global_view})
+    with pytest.raises(ValueError, match="`local_views` must have shape"):
+        DiscovrMasks(masks.global_view, masks.local_views[:, 0], masks.image_views)
     with pytest.raises(ValueError, match="bool"):
-        model(clips, masks={**masks, "image": masks["image"].long()})
-    everything = torch.ones_like(masks["global"])
-    with pytest.raises(ValueError):
-        model(clips, masks={**masks, "global": everything, "local": everything.unsqueeze(1).repeat(1, 2, 1)})
+        DiscovrMasks(masks.global_view, masks.local_views, masks.image_views.long())
+    with pytest.raises(ValueError, match="same batch size"):
+        DiscovrMasks(masks.global_view[:1], masks.local_views, masks.image_views)
+    everything = torch.ones_like(masks.global_view)
+    with pytest.raises(ValueError, match="at least one token"):
+        DiscovrMasks(everything, everything.unsqueeze(1).repeat(1, 2, 1), masks.image_views)
+    # Well-formed masks for another model size are caught by the model, naming the field.
+    with pytest.raises(ValueError, match=r"`masks.global_view` must have shape \(batch_size, num_patches\)"):
+        longer_clips = dataclasses.replace(model.mask_generator, num_frames=2 * model.config.num_frames)
+        model(clips, masks=longer_clips(clips.shape[0]))
+    with pytest.raises(ValueError, match=r"`masks.global_view` must have shape .* = \(1, "):
+        model(clips[:1], masks=masks)
+    with pytest.raises(ValueError, match=r"`masks.image_views` must have shape \(batch_size, num_frames"):
+        model(clips, masks=DiscovrMasks(masks.global_view, masks.local_views, masks.image_views[:, :-1]))
+
+
+def test_masks_move_and_slice_without_a_second_check(small):
+    model, clips = small
+    masks = model.mask_generator(clips.shape[0], torch.Generator().manual_seed(0))
+    first = masks[:1]
+    assert first.batch_size == 1 and torch.equal(first.local_views, masks.local_views[:1])
+    assert (first.num_visible, first.num_image_visible) == (masks.num_visible, masks.num_image_visible)
+    moved = masks.to("meta")  # a device where the counts could not be read again
+    assert moved.image_views.is_meta and moved.num_visible == masks.num_visible
+    assert masks.num_visible == model.mask_generator.num_visible
+    assert masks.num_image_visible == model.mask_generator.num_image_visible

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from ..cli import InputError
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 from ..data.transforms import multi_scale_crop
-from ..masking_discovr import DiscovrMaskGenerator
+from ..masking_discovr import DiscovrMaskGenerator, DiscovrMasks
 from ..video_processing_discovr import DiscovrVideoProcessor
 from .data_selection import DATA_FORMATS
 
@@ -110,7 +110,7 @@ class PretrainingCollator:
     def __init__(self, mask_generator: DiscovrMaskGenerator):
         self.mask_generator = mask_generator
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor | dict[str, torch.Tensor]]:
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor | DiscovrMasks]:
         pixel_values = torch.stack([item["pixel_values"] for item in items])
         # Seeded from the samples themselves, so the masks do not depend on which worker built the batch.
         generator = torch.Generator().manual_seed(hash(tuple(item["sample_seed"] for item in items)) % 2**62)
