@@ -139,7 +139,7 @@ def make_step(
     model: DiscovrForPreTraining,
     optimizer: torch.optim.Optimizer,
     pixel_values: torch.Tensor,
-    masks: dict[str, torch.Tensor],
+    masks: DiscovrMasks,
     published: bool,
 ) -> Callable[[], object]:
     teacher_temperature = model.config.dino_teacher_temperature
@@ -173,7 +173,7 @@ def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats
         shape.batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size,
         generator=generator,
     ).to(device)
-    masks = {name: mask.to(device) for name, mask in model.mask_generator(shape.batch_size, generator).items()}
+    masks = model.mask_generator(shape.batch_size, generator).to(device)
     logger.info("pretrain_step %s: %s", shape.name, shape.describe())
 
     peak_memory: dict[str, float] = {}

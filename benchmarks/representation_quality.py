@@ -156,7 +156,7 @@ def step_flops(args: argparse.Namespace, method: str) -> float:
     masks = DiscovrMaskGenerator.from_config(config)(args.batch_size, torch.Generator().manual_seed(0))
     if method == "videomae":
         model = VideoMAEForPreTraining(videomae_config(config))
-        run = lambda: model(pixel_values=pixel_values, bool_masked_pos=masks["global"]).loss  # noqa: E731
+        run = lambda: model(pixel_values=pixel_values, bool_masked_pos=masks.global_view).loss  # noqa: E731
     else:
         model = DiscovrForPreTraining(config)
         run = lambda: model(pixel_values=pixel_values, masks=masks).loss  # noqa: E731

@@ -86,7 +86,7 @@ def pretrain_videomae(
                     group["lr"] = values["lr"]
                     if group.get("apply_weight_decay", True):
                         group["weight_decay"] = values["weight_decay"]
-                loss = model(pixel_values=batch["pixel_values"], bool_masked_pos=batch["masks"]["global"]).loss
+                loss = model(pixel_values=batch["pixel_values"], bool_masked_pos=batch["masks"].global_view).loss
                 loss.backward()
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

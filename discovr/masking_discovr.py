@@ -110,6 +110,11 @@ class DiscovrMasks:
 
     def __getitem__(self, rows: slice | torch.Tensor) -> DiscovrMasks:
         """The masks of some samples of the batch (`masks[2:4]`)."""
+        if isinstance(rows, str):
+            raise TypeError(
+                f"DiscovrMasks selects samples, not views: use `masks.global_view`, `masks.local_views` or "
+                f"`masks.image_views` instead of masks[{rows!r}]"
+            )
         return self._with(lambda mask: mask[rows])
 
     def check_fits(self, config: DiscovrConfig, batch_size: int) -> None:

@@ -433,6 +433,9 @@ def test_bad_mask_structure(small):
     masks = model.mask_generator(clips.shape[0], torch.Generator().manual_seed(0))
     with pytest.raises(TypeError, match="`masks` must be `DiscovrMasks`.*got dict"):
         model(clips, masks={"global": masks.global_view})
+    with pytest.raises(TypeError, match="selects samples, not views.*masks.global_view"):
+        masks["global"]
+    assert torch.equal(masks[1:].global_view, masks.global_view[1:]) and masks[1:].num_visible == masks.num_visible
     with pytest.raises(ValueError, match="`local_views` must have shape"):
         DiscovrMasks(masks.global_view, masks.local_views[:, 0], masks.image_views)
     with pytest.raises(ValueError, match="bool"):
