@@ -24,7 +24,7 @@ ffmpeg:
 
 $(STAMP): $(PY) setup.cfg constraints.txt pyproject.toml
 	$(MAKE) ffmpeg
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,dicom]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,bench,dicom,camus]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 import pandas as pd
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import Array2D, ClassLabel, Dataset, DatasetDict, Features, Value
 
 from .errors import ManifestError
 
@@ -126,16 +126,29 @@ def _polygon_area(x: np.ndarray, y: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
-def _echonet_frame_area(rows: pd.DataFrame) -> float:
-    """Traced area of one EchoNet frame: the polygon through the chord ends (the first row is the long axis)."""
+def _echonet_polygon(rows: pd.DataFrame) -> np.ndarray:
+    """Outline `(N, 2)` (x, y) of one EchoNet-Dynamic traced frame, as EchoNet builds it: the chord ends walked down
+    the (X1, Y1) side and back up the (X2, Y2) side. The first row is the long axis and is not part of the outline."""
     chords = rows.iloc[1:]
     x = np.concatenate([chords["X1"].to_numpy(float), chords["X2"].to_numpy(float)[::-1]])
     y = np.concatenate([chords["Y1"].to_numpy(float), chords["Y2"].to_numpy(float)[::-1]])
-    return _polygon_area(x, y) if len(chords) else 0.0
+    return np.stack([x, y], axis=1)
+
+
+def _pediatric_polygon(rows: pd.DataFrame) -> np.ndarray:
+    """Outline `(N, 2)` (x, y) of one EchoNet-Pediatric traced frame: its points, in file order."""
+    return np.stack([rows["X"].to_numpy(float), rows["Y"].to_numpy(float)], axis=1)
+
+
+def _echonet_frame_area(rows: pd.DataFrame) -> float:
+    """Traced area of one EchoNet frame: the polygon through the chord ends (the first row is the long axis)."""
+    polygon = _echonet_polygon(rows)
+    return _polygon_area(polygon[:, 0], polygon[:, 1]) if len(polygon) else 0.0
 
 
 def _pediatric_frame_area(rows: pd.DataFrame) -> float:
-    return _polygon_area(rows["X"].to_numpy(float), rows["Y"].to_numpy(float))
+    polygon = _pediatric_polygon(rows)
+    return _polygon_area(polygon[:, 0], polygon[:, 1])
 
 
 def _ed_es_frames(tracings: pd.DataFrame, area_fn, source: Path) -> dict[str, tuple[int, int]]:
@@ -166,8 +179,9 @@ def _tracing_table(path: Path, required: list[str]) -> pd.DataFrame | None:
     tracings = read_manifest_table(path, required, "Tracings file")
     numeric = tracings[required[1:]].apply(pd.to_numeric, errors="coerce")
     if numeric.isna().any().any():
-        bad = tracings.loc[numeric.isna().any(axis=1), "FileName"]
-        raise ManifestError(f"{path} has non-numeric coordinates or frames for {_names(bad.unique())}")
+        bad = tracings.loc[numeric.isna().any(axis=1), ["FileName", "Frame"]].drop_duplicates()
+        where = [f"{name} frame {frame}" for name, frame in bad.itertuples(index=False)]
+        raise ManifestError(f"{path} has missing or non-numeric coordinates or frames for {_names(where)}", where)
     tracings[required[1:]] = numeric
     tracings["stem"] = tracings["FileName"].map(_stem)
     return tracings
@@ -200,7 +214,9 @@ def _checked_file_list(base: Path, columns: list[str], what: str, require_ef: bo
     return table, stems, names, check, ef
 
 
-def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True, require_ef: bool = True) -> DatasetDict:
+def load_echonet_dynamic(
+    root: str | os.PathLike, strict: bool = True, require_ef: bool = True, masks: bool = False
+) -> DatasetDict:
     """
     Load an EchoNet-Dynamic folder (`FileList.csv`, `VolumeTracings.csv`, `Videos/`) as train/validation/test.
 
@@ -209,12 +225,23 @@ def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True, require_e
     frames is kept (for EF) with -1 in both, and their number is logged. `Split` is case-insensitive, and
     `FileName` may carry `.avi` or not.
 
+    With `masks=True`, `ed_polygon` and `es_polygon` hold the traced cavity outlines of those frames, `(N, 2)`
+    float32 (x, y) pixel coordinates (`datasets.Array2D`), empty for an untraced video; `echonet_row_masks(row)`
+    (in `discovr.data.tracings`) rasterises them. Outlines rather than masks, for the reason videos are paths: a
+    row stays under a kilobyte (two 112x112 masks would make it 25 kB), a mask is drawn only for the rows a batch
+    reads, and an outline can be scaled with the frames and drawn at the model's input size instead of resizing a
+    mask. Every traced frame of the listed videos is checked (at least the long
+    axis and two chords, coordinates within the frame, a non-zero area, a frame inside the video); problems raise
+    one `ManifestError` naming the file, each video and frame, whatever `strict` says for the file list, since
+    a mask is never silently dropped.
+
     Args:
         root: the EchoNet-Dynamic folder.
         strict: raise one `ManifestError` listing every problem (missing files, duplicates, bad EF, paths outside
             `root`, unknown splits). With `False`, the bad rows are skipped and their number and reasons logged.
         require_ef: an empty EF is a problem (the default, for EF tasks). With `False` it is kept as NaN, for uses
             that need no label, such as pretraining on a `discovr-prepare` folder without labels.
+        masks: add the `ed_polygon` and `es_polygon` outlines described above.
     """
     root = Path(root).resolve()
     source = root / "FileList.csv"
@@ -245,12 +272,20 @@ def load_echonet_dynamic(root: str | os.PathLike, strict: bool = True, require_e
     traced = {} if tracings is None else _ed_es_frames(tracings, _echonet_frame_area, root / "VolumeTracings.csv")
     frame, stems, split = frame[keep].copy(), stems[keep], split[keep]
     _attach_tracings(frame, stems, traced, source)
+    outlines = {}
+    if masks:
+        # Imported here: the mask module builds on this module's tracing parsing.
+        from .tracings import _attach_polygons
+
+        _attach_polygons(frame, stems, tracings, root / "VolumeTracings.csv")
+        outlines = {f"{phase}_polygon": Array2D(shape=(None, 2), dtype="float32") for phase in ("ed", "es")}
 
     features = Features(
         {
             "video": Value("string"),
             **{column: Value("float64") for column in ["ef", "esv", "edv", "fps"]},
             **{column: Value("int64") for column in ["num_frames", "height", "width", "ed_frame", "es_frame"]},
+            **outlines,
         }
     )
     return DatasetDict(
