@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from discovr import plotting
+from discovr.plotting.cluster_maps import _CLUSTER_PALETTE as CLUSTER_PALETTE
+from discovr.plotting.common import DPI
 from discovr.metrics import regression_metrics, roc_curve
 
 
@@ -19,7 +21,7 @@ NUM_BOOTSTRAP = 100
 
 def _pixel_size(figure) -> tuple[int, int]:
     width, height = figure.get_size_inches()
-    return round(width * plotting.DPI), round(height * plotting.DPI)
+    return round(width * DPI), round(height * DPI)
 
 
 def _assert_png(path: Path, size: tuple[int, int]) -> None:
@@ -262,7 +264,7 @@ def test_cluster_maps_png_and_gif(tmp_path):
         gif.seek(3)
         rgb = np.asarray(gif.convert("RGB"), dtype=float)
     # Bottom-left token of the teacher panel is prototype 17, the most used: the first colour.
-    expected = 0.5 * 255 * np.asarray(plotting._CLUSTER_PALETTE[0])
+    expected = 0.5 * 255 * np.asarray(CLUSTER_PALETTE[0])
     np.testing.assert_allclose(rgb[18 + panel - 2, panel + 4 + 2], expected, atol=6)
 
 
