@@ -93,7 +93,7 @@ def pretrain_discovr(args: argparse.Namespace, method: str, seed: int, run_dir: 
         "--logging_steps", str(max(1, args.steps // 20)),
     ]
     start = time.perf_counter()
-    summary = pretrain(build_parser().parse_args(argv))
+    summary = pretrain(build_parser().parse(argv))
     seconds = time.perf_counter() - start
     log = [json.loads(line) for line in (run_dir / "logs" / "pretrain_log.jsonl").read_text().splitlines()]
     return {"seconds": seconds, "steps": summary["global_step"], "last_log": log[-1], "encoder_dir": str(run_dir / "encoder")}

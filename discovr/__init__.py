@@ -21,7 +21,7 @@ from .modeling_discovr import (
     DiscovrModel,
     DiscovrPreTrainedModel,
 )
-from .pipeline_discovr import DiscovrVideoClassificationPipeline, register_pipeline
+from .inference.pipeline import DiscovrVideoClassificationPipeline, register_pipeline
 from .video_processing_discovr import DiscovrVideoProcessor
 
 __version__ = "0.1.0"

@@ -17,12 +17,13 @@ import math
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from .cli import InputError, run_console_script
+from .cli import DiscovrArgumentParser, InputError, argument, run_console_script
 from .configuration_discovr import DiscovrConfig
 from .modeling_discovr import DiscovrForPreTraining, DiscovrModel, sinusoid_position_table
 
@@ -421,43 +422,43 @@ def summarize(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+@dataclass
+class ConvertArguments:
+    """The `discovr-convert` options."""
+
+    checkpoint_path: str = argument(help="Reference .pth: {'model': ...} or a training state.")
+    output_dir: str = argument(help="Directory to write the converted model to.")
+    reference_config: str | None = argument(
+        None,
+        help="JSON with the reference model's keyword arguments (img_size, num_frames, encoder_num_heads, ...), as in "
+        "shared/reference/tiny/reference_config.json. Overrides the checkpoint's own `args`.",
+    )
+    model: Literal["encoder", "pretraining"] = argument(
+        "encoder",
+        help="`encoder`: one video encoder as a DiscovrModel. `pretraining`: every tensor of the checkpoint in a "
+        "DiscovrForPreTraining, to resume or inspect pretraining.",
+    )
+    encoder: Literal["teacher", "student"] = argument(
+        "teacher",
+        help="Which video encoder to export: the EMA teacher (the usual choice for downstream use) or the student.",
+    )
+    num_attention_heads: int | None = argument(
+        None, help="Encoder head count (12 for ViT-B); not in tensor shapes."
+    )
+
+
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        ConvertArguments,
         prog="discovr-convert",
-        description="Convert a published DISCOVR checkpoint (e.g. DISCOVR_399_Adult_Pediatric) into a "
-        "Transformers model directory loadable with AutoModel.from_pretrained.",
+        description="Convert a published DISCOVR checkpoint (e.g. DISCOVR_399_Adult_Pediatric) into a Transformers "
+        "model directory loadable with AutoModel.from_pretrained.",
     )
-    parser.add_argument("--checkpoint_path", required=True, help="Reference .pth: {'model': ...} or a training state.")
-    parser.add_argument("--output_dir", required=True, help="Directory to write the converted model to.")
-    parser.add_argument(
-        "--reference_config",
-        default=None,
-        help="JSON with the reference model's keyword arguments (img_size, num_frames, encoder_num_heads, ...), "
-        "as in shared/reference/tiny/reference_config.json. Overrides the checkpoint's own `args`.",
-    )
-    parser.add_argument(
-        "--model",
-        choices=("encoder", "pretraining"),
-        default="encoder",
-        help="`encoder` (default): one video encoder as a DiscovrModel. `pretraining`: every tensor of the "
-        "checkpoint in a DiscovrForPreTraining, to resume or inspect pretraining.",
-    )
-    parser.add_argument(
-        "--encoder",
-        choices=sorted(VIDEO_ENCODER_PREFIXES),
-        default="teacher",
-        help="Which video encoder to export: the EMA teacher (default, the usual choice for downstream use) "
-        "or the student.",
-    )
-    parser.add_argument(
-        "--num_attention_heads", type=int, default=None, help="Encoder head count (12 for ViT-B); not in tensor shapes."
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def run() -> int:

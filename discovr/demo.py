@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from .cli import DiscovrArgumentParser, argument
 
 logger = logging.getLogger("discovr.demo")
 
@@ -38,13 +40,13 @@ def ensure_data(data_dir: Path, num_videos: int, seed: int) -> Path:
 
 def run_pretraining(data_dir: Path, output_dir: Path, epochs: int, seed: int) -> dict:
     """`discovr-pretrain --preset tiny --epochs N`: every other setting is the tiny recipe's."""
-    from .training.pretrain import build_parser, pretrain
+    from .training.pretrain import pretrain
+    from .training.pretrain_config import PretrainConfig
 
-    args = build_parser().parse_args([
-        "--data_root", str(data_dir), "--preset", "tiny", "--output_dir", str(output_dir), "--epochs", str(epochs),
-        "--num_workers", "2", "--logging_steps", "25", "--save_steps", "1000000", "--seed", str(seed),
-    ])
-    return pretrain(args)
+    return pretrain(PretrainConfig(
+        data_root=str(data_dir), preset="tiny", output_dir=str(output_dir), epochs=epochs, num_workers=2,
+        logging_steps=25, save_steps=1_000_000, seed=seed,
+    ))
 
 
 def save_random_encoder(output_dir: Path, seed: int) -> Path:
@@ -85,7 +87,7 @@ def run_pipeline(model_dir: Path, videos: list[str]) -> list[dict]:
 
 def draw_plots(pretrain_dir: Path, finetune_dir: Path, video: str, plots_dir: Path) -> list[Path]:
     from . import plotting
-    from .cluster_maps import write_cluster_maps
+    from .inference.cluster_maps import write_cluster_maps
     from .modeling_discovr import DiscovrForPreTraining
     from .video_processing_discovr import DiscovrVideoProcessor
 
@@ -107,16 +109,22 @@ def timed(name: str, timings: dict[str, float], function: Callable, *args):
     return result
 
 
+@dataclass
+class DemoArguments:
+    """The `python -m discovr.demo` options."""
+
+    output_dir: str = argument("demo_output", help="Where everything is written.")
+    num_videos: int = argument(600, help="Synthetic videos to generate.")
+    pretrain_epochs: int = argument(
+        10, help="Pretraining epochs of the tiny recipe (each draws 4 clips of every training video)."
+    )
+    finetune_epochs: float = argument(8.0, help="LVEF fine-tuning epochs.")
+    seed: int = argument(0, help="Seed of the data and of every run.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m discovr.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", default="demo_output", help="Where everything is written.")
-    parser.add_argument("--num_videos", type=int, default=600, help="Synthetic videos to generate.")
-    parser.add_argument("--pretrain_epochs", type=int, default=10,
-                        help="Pretraining epochs of the tiny recipe (each draws 4 clips of every training video).")
-    parser.add_argument("--finetune_epochs", type=float, default=8, help="LVEF fine-tuning epochs.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the data and of every run.")
-    args = parser.parse_args(argv)
+    parser = DiscovrArgumentParser(DemoArguments, prog="python -m discovr.demo", description=__doc__, raw_epilog=True)
+    args = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     out = Path(args.output_dir).resolve()

@@ -140,6 +140,49 @@ class ClipSampling:
         return sorted(set(np.linspace(0, last_start, self.count).round().astype(int).tolist()))
 
 
+VideoLike = str | os.PathLike | np.ndarray | torch.Tensor
+"""A video file, or decoded frames laid out THW, TCHW or THWC (uint8, or float on the 0-255 scale)."""
+
+
+@dataclass
+class VideoClips:
+    """
+    The processed frames of one video and the clips to take from them (see [`DiscovrVideoProcessor.decode_clips`]).
+
+    Attributes:
+        frames: processed frames `(num_spatial_crops * num_decoded, C, H, W)`: only the frames some clip uses, once
+            per spatial crop.
+        clip_index: `(num_clips, num_frames)` positions in `frames` of each clip's frames.
+        starts: start frame (in the source video) of each clip.
+        crops: spatial crop of each clip (0 to `num_spatial_crops - 1`).
+        num_video_frames: frames in the source video.
+    """
+
+    frames: torch.Tensor
+    clip_index: torch.Tensor
+    starts: list[int]
+    crops: list[int]
+    num_video_frames: int
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.starts)
+
+    def clips(self, selection: slice | Sequence[int] = slice(None)) -> torch.Tensor:
+        """`pixel_values` of the selected clips: `(n, num_frames, C, H, W)`."""
+        index = self.clip_index[selection]
+        if len(index) == 1 and torch.equal(index[0], torch.arange(len(self.frames))):
+            return self.frames.unsqueeze(0)  # one clip of every frame in order (training's case): no gather copy
+        return self.frames[index]
+
+
+def spatial_crop_offsets(long_side: int, crop_size: int, num_crops: int) -> list[int]:
+    """Offsets of `num_crops` crops spread evenly along a frame's longer side, VideoMAE's test-time crops (they
+    coincide when the frame is square)."""
+    step = (long_side - crop_size) / (num_crops - 1) if num_crops > 1 else 0.0
+    return [int(i * step) for i in range(num_crops)]
+
+
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether a file is DICOM: a `.dcm` / `.dicom` name, or the `DICM` marker after the 128-byte preamble."""
     if os.fspath(path).lower().endswith(DICOM_SUFFIXES):
@@ -483,6 +526,124 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
             return list(zip(*[self.fetch_videos(path, sample_indices_fn) for path in video_url_or_urls]))
         return read_video(video_url_or_urls, sample_indices_fn, mask_sector=self.do_mask_sector)
 
+    def decode_clips(
+        self,
+        videos: VideoLike | Sequence[VideoLike],
+        clips: ClipSampling | str | int = "center",
+        generator: torch.Generator | None = None,
+        spatial_crops: int = 1,
+        frame_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> VideoClips | list[VideoClips]:
+        """
+        Decode and process the clips of a video: what training, evaluation, the pipeline and the cluster maps read.
+
+        Args:
+            videos: a video or DICOM file (decoded with [`fetch_videos`], which raises `VideoDecodeError` naming the
+                file, and decodes only the frames some clip uses), or decoded frames (see `VideoLike`). A list of
+                them gives a list of `VideoClips`: each video is decoded alone and all are processed as one batch
+                (a DataLoader batch's rows), whose rows the `VideoClips` share without a copy.
+            clips: which clips, a [`ClipSampling`] or its string form. `"center"` is this processor's own clip: a
+                fixed `start` saved with it is honoured. `"random"` draws its start from `generator`.
+            spatial_crops: `1` resizes whole frames to `size`. `K > 1` takes VideoMAE's test-time crops instead:
+                the shorter side resized to `size` and K square crops spread along the longer side, each a clip of
+                its own (clips x crops). On square frames the K crops coincide.
+            frame_transform: applied to a file's decoded frames `(T, C, H, W)` before they are processed, for
+                augmentations that crop (pretraining's multi-scale crop).
+        """
+        sampling = ClipSampling.parse(clips)
+        if spatial_crops < 1:
+            raise ValueError(f"spatial_crops must be >= 1, got {spatial_crops}")
+        many = isinstance(videos, (list, tuple))
+        plans = [self._clip_frames(video, sampling, generator, frame_transform) for video in (videos if many else [videos])]
+        decoded = [plan.pop("decoded") for plan in plans]
+        if spatial_crops == 1:
+            same_shape = len({tuple(frames.shape) for frames in decoded}) == 1
+            processed = self(decoded, do_sample_frames=False, return_tensors="pt" if same_shape else None)["pixel_values"]
+        else:
+            processed = [self._spatial_crops(frames, spatial_crops) for frames in decoded]
+        video_clips = [
+            self._gather_clips(frames, spatial_crops, **plan) for frames, plan in zip(processed, plans, strict=True)
+        ]
+        return video_clips if many else video_clips[0]
+
+    def _clip_frames(
+        self, video: VideoLike, sampling: ClipSampling, generator: torch.Generator | None,
+        frame_transform: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> dict:
+        """Decode the frames that the clips of `sampling` use: `decoded`, their indices, the clip starts and the
+        video's frame count."""
+        num_frames, frame_stride = self.num_frames, self.frame_stride
+
+        def needed_frames(total: int) -> tuple[list[int], list[int]]:
+            if sampling.kind in ("center", "random"):
+                starts = [self.clip_start(total, do_random_start=sampling.kind == "random", generator=generator)]
+            else:
+                starts = sampling.starts(total, num_frames, frame_stride, generator)
+            frames = sorted({i for start in starts for i in sample_clip_indices(total, num_frames, frame_stride, start)})
+            return starts, frames
+
+        if isinstance(video, (str, os.PathLike)):
+            chosen: dict[str, list[int]] = {}
+
+            def sample_indices_fn(metadata, **kwargs) -> list[int]:
+                chosen["starts"], chosen["frames"] = needed_frames(metadata.total_num_frames)
+                return chosen["frames"]
+
+            decoded, metadata = self.fetch_videos(os.fspath(video), sample_indices_fn)
+            total, starts, frame_ids = metadata.total_num_frames, chosen["starts"], chosen["frames"]
+            if frame_transform is not None:
+                decoded = frame_transform(decoded)
+        elif isinstance(video, (np.ndarray, torch.Tensor)):
+            if video.ndim not in (3, 4):
+                raise ValueError(f"A video array must be THW, TCHW or THWC, got shape {tuple(video.shape)}")
+            total = int(video.shape[0])
+            if total == 0:
+                raise ValueError("Got a video array with no frames")
+            if frame_transform is not None:
+                raise ValueError("frame_transform applies to decoded files, not to frame arrays")
+            starts, frame_ids = needed_frames(total)
+            decoded = video[frame_ids]
+        else:
+            raise ValueError(f"A video must be a file path or a frame array, got {type(video).__name__}")
+        return {"decoded": decoded, "frame_ids": frame_ids, "starts": starts, "total": total}
+
+    def _gather_clips(
+        self, frames: torch.Tensor, spatial_crops: int, frame_ids: list[int], starts: list[int], total: int
+    ) -> VideoClips:
+        """`VideoClips` of processed `frames` (`spatial_crops` copies of the frames `frame_ids`, crop by crop)."""
+        position = {frame: i for i, frame in enumerate(frame_ids)}
+        rows = [
+            [position[i] for i in sample_clip_indices(total, self.num_frames, self.frame_stride, start)]
+            for start in starts
+        ]
+        clip_index = torch.tensor(
+            [[crop * len(frame_ids) + row for row in clip] for clip in rows for crop in range(spatial_crops)],
+            dtype=torch.long,
+        )
+        return VideoClips(
+            frames=frames,
+            clip_index=clip_index,
+            starts=[start for start in starts for _ in range(spatial_crops)],
+            crops=[crop for _ in starts for crop in range(spatial_crops)],
+            num_video_frames=total,
+        )
+
+    def _spatial_crops(self, decoded, spatial_crops: int) -> torch.Tensor:
+        """Processed crops `(spatial_crops * T, C, H, W)` of one video's frames (see [`decode_clips`])."""
+        crop_size = self.size["height"]
+        if self.size.get("width") != crop_size:
+            raise ValueError(f"spatial crops need a square processor `size`, got {dict(self.size)}")
+        resized = self(
+            decoded, do_sample_frames=False, size={"shortest_edge": crop_size}, return_tensors="pt"
+        )["pixel_values"][0]
+        height, width = resized.shape[-2:]
+        offsets = spatial_crop_offsets(max(height, width), crop_size, spatial_crops)
+        if height >= width:
+            crops = [resized[..., offset : offset + crop_size, :] for offset in offsets]
+        else:
+            crops = [resized[..., offset : offset + crop_size] for offset in offsets]
+        return torch.cat(crops)
+
 
 def _as_video(video):
     """One video as a 4-D array or tensor (grayscale THW gains a channel axis), or a path string."""
@@ -523,6 +684,8 @@ def _as_video_list(videos: VideoInput) -> list:
 
 
 __all__ = [
+    "VideoClips",
+    "VideoLike",
     "DICOM_SUFFIXES",
     "DiscovrVideoProcessor",
     "VIDEO_SUFFIXES",

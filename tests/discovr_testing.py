@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
+import numpy as np
+
 # Frame stride of the tests' processors: short synthetic videos still give distinct frames.
 FRAME_STRIDE = 2
 
@@ -17,3 +22,22 @@ def tiny_config_kwargs(**overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+NUM_VIDEO_FRAMES = 40
+# Frame i of the test videos is uniformly grey at INTENSITY_STEP * i, so a decoded pixel tells its frame index.
+INTENSITY_STEP = 6
+STRIDE = 3
+
+
+def write_ramp_video(path: Path, codec: str, num_frames: int = NUM_VIDEO_FRAMES, size: int = 32) -> Path:
+    """A video whose frame i is uniformly INTENSITY_STEP * i (MJPEG AVI or H.264 MP4: near-lossless on flat grey)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for index in range(num_frames):
+            frame = np.full((size, size, 3), INTENSITY_STEP * index, dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path

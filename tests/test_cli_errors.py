@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from discovr import cluster_maps, convert_discovr_original_to_hf, predict
+from discovr import convert_discovr_original_to_hf
+from discovr.inference import cluster_maps, predict
 from discovr.data import prepare, synthetic
 from discovr.training import evaluate_representations, finetune, pretrain
 

@@ -19,7 +19,7 @@ from transformers import (
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrModel, DiscovrVideoProcessor
 
-from test_pipeline_discovr import write_ramp_video
+from discovr_testing import write_ramp_video
 
 VIDEO_ENCODER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 

@@ -18,7 +18,6 @@ exports and DICOMs without one). No header value is copied to any output; the lo
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import hmac
@@ -40,7 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..cli import InputError, run_console_script
+from ..cli import DiscovrArgumentParser, InputError, argument, run_console_script
 from ..video_processing_discovr import VIDEO_SUFFIXES, VideoDecodeError, is_dicom_file
 from .avi import frame_rate_fraction, write_avi
 from .errors import DicomReadError
@@ -680,8 +679,50 @@ def summary(result: PrepareResult, output_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+@dataclass
+class PrepareArguments:
+    """The `discovr-prepare` options."""
+
+    input_dir: str = argument(help="Archive to convert, walked recursively.", positional=True, metavar="INPUT_DIR")
+    output_dir: str = argument(
+        help="EchoNet-Dynamic folder to write (not inside INPUT_DIR).", positional=True, metavar="OUTPUT_DIR"
+    )
+    size: int = argument(112, help="Output frame size in pixels (square, even).")
+    fps: float | None = argument(
+        None, help="Resample every video to this frame rate (nearest frames); unset keeps each native rate."
+    )
+    default_fps: float | None = argument(
+        None, help="Frame rate of inputs that give none; without it they are skipped (unknown_frame_rate)."
+    )
+    labels: str | None = argument(
+        None,
+        help="CSV with Path (relative to INPUT_DIR) and/or SOPInstanceUID, then any of EF, ESV, EDV, Split "
+        "(TRAIN/VAL/TEST), PatientID (split grouping only) and --class_columns.",
+    )
+    class_columns: list[str] = argument(
+        [], help="Labels columns copied to FileList.csv besides EF, ESV, EDV and Split.", metavar="COLUMN"
+    )
+    seed: int = argument(0, help="Seed of the by-patient split.")
+    split_fractions: list[float] = argument(
+        [0.7, 0.15, 0.15], help="Shares of patients per split where labels give none.", nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+    )
+    key_file: str | None = argument(
+        None, help="Pseudonym key (hex); created if missing. Unset means OUTPUT_DIR/prepare_key. Keep it private."
+    )
+    write_mapping: bool = argument(
+        False, help=f"Also write OUTPUT_DIR/{MAPPING_FILE} (pseudonym to input path; local only)."
+    )
+    num_workers: int = argument(0, help="Worker processes; 0 converts in this process.")
+    overwrite: bool = argument(
+        False, help="Convert everything again (also after a change of --size or --fps) and remove old videos."
+    )
+    progress: bool = argument(True, help="Show the progress bars.")
+
+
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        PrepareArguments,
         prog="discovr-prepare",
         description=(
             "Turn a folder of echo DICOMs (multi-frame ultrasound; with or without .dcm) and AVI/MP4 exports into a "
@@ -696,47 +737,22 @@ def build_parser() -> argparse.ArgumentParser:
             "missing_dependency. A re-run into the same OUTPUT_DIR resumes. Exit status: 0 done, 1 when some input "
             "failed unexpectedly (see the report), 2 for a problem with the arguments."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("input_dir", metavar="INPUT_DIR", help="Archive to convert, walked recursively.")
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="EchoNet-Dynamic folder to write (not inside INPUT_DIR).")
-    parser.add_argument("--size", type=int, default=112, help="Output frame size in pixels (square, even).")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="Resample every video to this frame rate (nearest frames); None keeps each native rate.")
-    parser.add_argument("--default_fps", type=float, default=None,
-                        help="Frame rate of inputs that give none; without it they are skipped (unknown_frame_rate).")
-    parser.add_argument("--labels", default=None,
-                        help="CSV with Path (relative to INPUT_DIR) and/or SOPInstanceUID, then any of EF, ESV, EDV, "
-                             "Split (TRAIN/VAL/TEST), PatientID (split grouping only) and --class_columns.")
-    parser.add_argument("--class_columns", nargs="+", default=[], metavar="COLUMN",
-                        help="Labels columns copied to FileList.csv besides EF, ESV, EDV and Split.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the by-patient split.")
-    parser.add_argument("--split_fractions", type=float, nargs=3, default=(0.7, 0.15, 0.15),
-                        metavar=("TRAIN", "VAL", "TEST"), help="Shares of patients per split where labels give none.")
-    parser.add_argument("--key_file", default=None,
-                        help="Pseudonym key (hex); created if missing. None means OUTPUT_DIR/prepare_key. Keep it private.")
-    parser.add_argument("--write_mapping", action="store_true",
-                        help=f"Also write OUTPUT_DIR/{MAPPING_FILE} (pseudonym to input path; local only).")
-    parser.add_argument("--num_workers", type=int, default=0, help="Worker processes; 0 converts in this process.")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Convert everything again (also after a change of --size or --fps) and remove old videos.")
-    parser.add_argument("--no_progress", action="store_true", help="Hide the progress bars.")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-prepare`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     options = PrepareOptions(size=args.size, fps=args.fps, default_fps=args.default_fps)
 
     def run() -> int:
         result = prepare(
             args.input_dir, args.output_dir, options=options, labels=args.labels, class_columns=args.class_columns,
-            key_file=args.key_file, seed=args.seed, split_fractions=args.split_fractions,
+            key_file=args.key_file, seed=args.seed, split_fractions=tuple(args.split_fractions),
             write_mapping=args.write_mapping, num_workers=args.num_workers, overwrite=args.overwrite,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
         print(summary(result, Path(args.output_dir).resolve()))
         return 1 if result.failed else 0

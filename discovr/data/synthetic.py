@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import os
@@ -12,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..cli import InputError, run_console_script
+from ..cli import DiscovrArgumentParser, InputError, argument, run_console_script
 from .avi import write_avi
 
 
@@ -322,12 +321,15 @@ def make_synthetic_echonet(
     progress: bool = True,
 ) -> pd.DataFrame:
     """
-    Write a synthetic EchoNet-Dynamic folder: `FileList.csv`, `VolumeTracings.csv` and `Videos/*.avi`.
+    Write a synthetic EchoNet-Dynamic folder: `FileList.csv`, `VolumeTracings.csv`, `Videos/*.avi` and `Masks/*.npz`.
 
     Each video is an apical view: a fan-shaped sector on black, Rayleigh speckle, a bright myocardial wall around a
     dark LV cavity that contracts over cardiac cycles of random rate and phase, and static right-heart and atrial
     pools. EDV and ESV are the method-of-discs volumes of the traced ED and ES cavities, and EF follows from them.
     `SyntheticGroundTruth.csv` holds the per-frame cavity area and volume, the cycle the video shows.
+    `Masks/<FileName>.npz` holds `labels`, the ground-truth label map of every frame, `(T, H, W)` uint8 in CAMUS's
+    classes (`LABEL_*`: 0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium; 0 outside the sector): the
+    cavity of frame t is `labels[t] == 1`, the same geometry as its tracings and `CavityArea`.
 
     The output depends only on the arguments: the same seed writes the same files.
 
@@ -398,9 +400,25 @@ def make_synthetic_echonet(
     return file_list
 
 
+@dataclass
+class SynthArguments:
+    """The `discovr-synth` options."""
+
+    output_dir: str = argument(help="Folder to write (created if missing).", positional=True)
+    num_videos: int = argument(100, help="Number of videos.")
+    seed: int = argument(0, help="Random seed; the same seed writes the same data.")
+    min_seconds: float = argument(2.0, help="Shortest video in seconds.")
+    max_seconds: float = argument(5.0, help="Longest video in seconds.")
+    splits: list[float] = argument(
+        [0.7, 0.15, 0.15], help="Shares of the TRAIN, VAL and TEST splits.", nargs=3, metavar=("TRAIN", "VAL", "TEST")
+    )
+    progress: bool = argument(True, help="Show a progress bar.")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`discovr-synth`: write a synthetic EchoNet-Dynamic-layout data set."""
-    parser = argparse.ArgumentParser(
+    parser = DiscovrArgumentParser(
+        SynthArguments,
         prog="discovr-synth",
         description=(
             "Write a synthetic echocardiography data set in the EchoNet-Dynamic layout: FileList.csv, "
@@ -408,21 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{GROUND_TRUTH_FILE} with the per-frame cavity area. EF is computed from the cavity geometry."
         ),
     )
-    parser.add_argument("output_dir", help="folder to write (created if missing)")
-    parser.add_argument("--num_videos", type=int, default=100, help="number of videos (default: 100)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed writes the same data (default: 0)")
-    parser.add_argument("--min_seconds", type=float, default=2.0, help="shortest video in seconds (default: 2.0)")
-    parser.add_argument("--max_seconds", type=float, default=5.0, help="longest video in seconds (default: 5.0)")
-    parser.add_argument(
-        "--splits",
-        type=float,
-        nargs=3,
-        default=(0.7, 0.15, 0.15),
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="shares of the TRAIN, VAL and TEST splits (default: 0.7 0.15 0.15)",
-    )
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def run() -> int:
@@ -433,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             min_seconds=args.min_seconds,
             max_seconds=args.max_seconds,
             split_fractions=tuple(args.splits),
-            progress=not args.no_progress,
+            progress=args.progress,
         )
         return 0
 

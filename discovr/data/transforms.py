@@ -51,8 +51,10 @@ class VideoTransform:
     """
     `dataset.with_transform(VideoTransform(processor))`: decode each row's clip when the row is read.
 
-    Rows become `pixel_values` (T, C, H, W) and, with `label_column`, `labels`. The rows read together (a
-    DataLoader batch) are decoded one by one and normalised as one batch, so [`collate_videos`] needs no copy.
+    Rows become `pixel_values` (T, C, H, W) and, with `label_column`, `labels`. The clips come from
+    [`DiscovrVideoProcessor.decode_clips`], the one decoding path of training, evaluation and the pipeline: the
+    rows read together (a DataLoader batch) are decoded one by one and processed as one batch, so
+    [`collate_videos`] needs no copy.
 
     The transform is a plain picklable object, so it runs inside `DataLoader` workers. Random starts
     (`training=True`) use the global torch RNG, which `DataLoader` seeds differently in every worker; a generator
@@ -90,30 +92,27 @@ class VideoTransform:
             raise KeyError(f"VideoTransform: column {self.video_column!r} not in the dataset (has {list(batch)})")
         if self.label_column is not None and self.label_column not in batch:
             raise KeyError(f"VideoTransform: label column {self.label_column!r} not in the dataset (has {list(batch)})")
-        sample_indices_fn = partial(self.processor.sample_frames, do_random_start=self.training)
-        decoded, errors = [], []
-        # One video per decode, so one corrupt file fails (or is skipped) alone, not with its whole batch.
-        for path in batch[self.video_column]:
-            try:
-                frames = self.processor.fetch_videos(path, sample_indices_fn)[0]
-                if self.training and self.multi_scale_crop:
-                    frames = multi_scale_crop(frames, self.processor.size["height"])
-                decoded.append(frames)
-                errors.append(None)
-            except VideoDecodeError as decode_error:
-                if not self.skip_corrupt:
-                    raise
-                errors.append(str(decode_error))
-        # The clips of the rows (a DataLoader batch reads its rows at once) are processed as one batch tensor, and
-        # every row gets a view of it, which `collate_videos` hands on without copying.
-        clips: list[torch.Tensor | None] = [None] * len(errors)
-        if decoded:
-            pixel_values = self.processor(
-                decoded, do_sample_frames=False, input_data_format="channels_first", return_tensors="pt"
-            )["pixel_values"]
-            decoded_rows = [row for row, error in enumerate(errors) if error is None]
-            for row, clip in zip(decoded_rows, pixel_values):
-                clips[row] = clip
+        sampling = "random" if self.training else "center"
+        crop = partial(multi_scale_crop, output_size=self.processor.size["height"])
+        frame_transform = crop if self.training and self.multi_scale_crop else None
+        paths = list(batch[self.video_column])
+        errors: list[str | None] = [None] * len(paths)
+        try:
+            # The rows read together (a DataLoader batch) are processed as one tensor; each row's clip is a view of
+            # it, which `collate_videos` hands on without copying.
+            decoded = self.processor.decode_clips(paths, sampling, frame_transform=frame_transform)
+        except VideoDecodeError:
+            if not self.skip_corrupt:
+                raise
+            # Again one video at a time, so a corrupt file is skipped alone, not with its whole batch.
+            decoded = []
+            for row, path in enumerate(paths):
+                try:
+                    decoded.append(self.processor.decode_clips(path, sampling, frame_transform=frame_transform))
+                except VideoDecodeError as decode_error:
+                    decoded.append(None)
+                    errors[row] = str(decode_error)
+        clips = [None if video is None else video.clips()[0] for video in decoded]
         output = {"pixel_values": clips, "video": list(batch[self.video_column])}
         if self.label_column is not None:
             output["labels"] = list(batch[self.label_column])

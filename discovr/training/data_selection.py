@@ -1,29 +1,30 @@
 """The data of a fine-tuning or evaluation run: the manifest and its splits, and the target column.
 
-`discovr-finetune` and `discovr-eval` share these options ([`DataSelection`], [`add_data_arguments`]), the
+`discovr-finetune` and `discovr-eval` share these options ([`DataSelection`], the base of both configs), the
 loading of the three splits ([`load_splits`]) and the targets ([`attach_targets`]).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from ..cli import InputError
+from ..cli import InputError, argument
 from ..data import load_echonet_dynamic, load_echonet_pediatric, load_video_csv
 
 
 logger = logging.getLogger(__name__)
 
-DATA_FORMATS = ("echonet_dynamic", "echonet_pediatric", "csv")
+DataFormat = Literal["echonet_dynamic", "echonet_pediatric", "csv"]
+DATA_FORMATS = get_args(DataFormat)
 SPLITS = ("train", "validation", "test")
-TASKS = ("lvef", "classification")
+Task = Literal["lvef", "classification"]
+TASKS = get_args(Task)
 TARGET_COLUMN = "target"
 NORMAL, ABNORMAL = "Normal", "Abnormal"
 
@@ -32,15 +33,15 @@ NORMAL, ABNORMAL = "Normal", "Abnormal"
 class DataSelection:
     """Which videos a run uses: the `data` options that `discovr-finetune` and `discovr-eval` share."""
 
-    data_root: str
-    data_format: str = "echonet_dynamic"
-    pediatric_view: str = "A4C"
-    test_fold: int = 0
-    train_manifest: str | None = None
-    validation_manifest: str | None = None
-    test_manifest: str | None = None
-    max_train_videos: int | None = None
-    max_eval_videos: int | None = None
+    data_root: str = argument(help="Dataset folder (EchoNet layout, or the root of CSV paths).")
+    data_format: DataFormat = argument("echonet_dynamic", help="Manifest format.")
+    pediatric_view: Literal["A4C", "PSAX"] = argument("A4C", help="EchoNet-Pediatric view.")
+    test_fold: int = argument(0, help="EchoNet-Pediatric test fold (validation is the next fold).")
+    train_manifest: str | None = argument(None, help="DISCOVR CSV of the train split (--data_format csv).")
+    validation_manifest: str | None = argument(None, help="DISCOVR CSV of the validation split (--data_format csv).")
+    test_manifest: str | None = argument(None, help="DISCOVR CSV of the test split (--data_format csv).")
+    max_train_videos: int | None = argument(None, help="Use only the first N training videos.")
+    max_eval_videos: int | None = argument(None, help="Use only the first N validation and N test videos.")
 
     def load_splits(self) -> DatasetDict:
         """The train / validation / test splits these options select (see [`load_splits`])."""
@@ -53,22 +54,6 @@ class DataSelection:
             max_train_videos=self.max_train_videos,
             max_eval_videos=self.max_eval_videos,
         )
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the `data` argument group with the [`DataSelection`] options; returns it for the caller's own options."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
-    data.add_argument("--data_format", choices=DATA_FORMATS, default="echonet_dynamic", help="Manifest format.")
-    data.add_argument("--pediatric_view", choices=("A4C", "PSAX"), default="A4C", help="EchoNet-Pediatric view.")
-    data.add_argument("--test_fold", type=int, default=0,
-                      help="EchoNet-Pediatric test fold (validation is the next fold).")
-    for split in SPLITS:
-        data.add_argument(f"--{split}_manifest", default=None, help=f"DISCOVR CSV of the {split} split (--data_format csv).")
-    data.add_argument("--max_train_videos", type=int, default=None, help="Use only the first N training videos.")
-    data.add_argument("--max_eval_videos", type=int, default=None,
-                      help="Use only the first N validation and N test videos.")
-    return data
 
 
 def load_splits(
@@ -176,11 +161,12 @@ def attach_targets(
 __all__ = [
     "ABNORMAL",
     "DATA_FORMATS",
+    "DataFormat",
     "DataSelection",
     "NORMAL",
     "TARGET_COLUMN",
     "TASKS",
-    "add_data_arguments",
+    "Task",
     "attach_targets",
     "load_splits",
 ]

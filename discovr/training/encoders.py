@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import transformers
@@ -15,7 +15,8 @@ from ..modeling_discovr import DiscovrForPreTraining, DiscovrModel
 
 # The teacher is what `discovr-pretrain` exports as `encoder/` and what DINO evaluates; the student is the
 # online network the optimiser trained.
-ENCODERS = ("teacher", "student")
+Encoder = Literal["teacher", "student"]
+ENCODERS = get_args(Encoder)
 
 
 def load_complete(

@@ -12,20 +12,19 @@ settings. (The reference's kNN scored its validation CSV as the test set; docs/p
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import transformers
 from numpy.typing import ArrayLike
 
-from ..cli import CLIPS_HELP, InputError, clips_argument, model_type_of, run_console_script
+from ..cli import CLIPS_HELP, DiscovrArgumentParser, InputError, argument, clips_argument, model_type_of, run_console_script
 from ..metrics import (
     DEFAULT_NUM_BOOTSTRAP,
     binary_auroc,
@@ -37,9 +36,9 @@ from ..metrics import (
 )
 from ..modeling_discovr import DiscovrModel
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
-from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, add_data_arguments, attach_targets
-from .encoders import ENCODERS, is_pretraining_folder, load_complete, pretraining_encoder
-from .features import POOLINGS, cached_features
+from .data_selection import ABNORMAL, NORMAL, TARGET_COLUMN, DataSelection, attach_targets
+from .encoders import Encoder, is_pretraining_folder, load_complete, pretraining_encoder
+from .features import cached_features
 from .presets import model_processor
 
 
@@ -285,28 +284,53 @@ def ridge_protocol(
 
 @dataclass(kw_only=True)
 class EvalConfig(DataSelection):
-    """The `discovr-eval` options (see `--help`)."""
+    """The `discovr-eval` options, defined once here (see `--help`)."""
 
-    model_name_or_path: str
-    output_dir: str
-    encoder: str = "teacher"
-    protocols: tuple[str, ...] = PROTOCOLS
-    label_column: str | None = None
-    abnormal_below: float | None = None
-    normal_class: str = NORMAL
-    regression_column: str = "ef"
-    k: tuple[int, ...] = K_CANDIDATES
-    pooling: str = "auto"
-    temperature: float = 0.07
-    clips: ClipSampling | str | int = "center"
-    frame_stride: int | None = None
-    batch_size: int = 16
-    num_workers: int = 2
-    cache_dir: str | None = None
-    device: str | None = None
-    seed: int = 0
-    num_bootstrap: int = DEFAULT_NUM_BOOTSTRAP
-    disable_tqdm: bool = False
+    model_name_or_path: str = argument(
+        help="Saved encoder: a DiscovrModel, DiscovrForPreTraining or fine-tuned model directory."
+    )
+    output_dir: str = argument(help="Where representation_metrics.json goes.")
+    encoder: Encoder = argument(
+        "teacher",
+        help="Which video encoder of a DiscovrForPreTraining folder (discovr-pretrain's pretrained/) to evaluate: the "
+        "EMA teacher (what encoder/ holds) or the online student.",
+    )
+    label_column: str | None = argument(
+        None, help="Class column: default 'label' for --data_format csv, else 'ef' (with --abnormal_below)."
+    )
+    abnormal_below: float | None = argument(
+        None,
+        help=f"Make a numeric column binary: below this is {ABNORMAL}, else {NORMAL} (default 50 for the EchoNet "
+        "formats, i.e. EF < 50%%).",
+    )
+    normal_class: str = argument(NORMAL, help="Class whose training videos form the anomaly memory.")
+    regression_column: str = argument("ef", help="Column regressed by the ridge probe.")
+    protocols: list[str] = argument(list(PROTOCOLS), help="Protocols to run.", choices=PROTOCOLS)
+    k: list[int] = argument(
+        list(K_CANDIDATES), help="Neighbours for kNN and the anomaly score; with several, validation chooses."
+    )
+    temperature: float = argument(0.07, help="kNN vote temperature.")
+    seed: int = argument(0, help="Seed of the logistic probe and of the bootstrap.")
+    num_bootstrap: int = argument(
+        DEFAULT_NUM_BOOTSTRAP,
+        help="Bootstrap resamples of the test split for the 95%% intervals of every probe's score (0 skips them).",
+    )
+    pooling: Literal["auto", "cls", "mean"] = argument(
+        "auto",
+        help="Feature of each clip: the CLS token, the mean of the patch tokens, or auto (each protocol takes the one "
+        "that scores best on validation).",
+    )
+    clips: ClipSampling = argument(
+        ClipSampling("center"), help=CLIPS_HELP + " One feature per video is their mean.", parse=clips_argument
+    )
+    frame_stride: int | None = argument(
+        None, help="Step between clip frames (default: the saved processor's, else 3)."
+    )
+    batch_size: int = argument(16, help="Clips per forward pass.")
+    num_workers: int = argument(2, help="Video-decoding worker processes.")
+    cache_dir: str | None = argument(None, help="Feature cache (default: OUTPUT_DIR/features).")
+    device: str | None = argument(None, help="Torch device (default: cuda if available, else cpu).")
+    disable_tqdm: bool = argument(False, help="Hide the progress bars.")
 
 
 def load_encoder(model_dir: str | os.PathLike, encoder: str = "teacher") -> torch.nn.Module:
@@ -405,69 +429,28 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
     return results
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        EvalConfig,
         prog="discovr-eval",
         description=__doc__.split("\n\n")[0],
         epilog=(
             "Writes representation_metrics.json in --output_dir and caches features under --cache_dir. kNN and the "
             "logistic probe report accuracy, balanced accuracy and macro-F1 on the test split; the anomaly protocol "
             "reports the AUROC of Normal vs the other classes; ridge reports MAE, RMSE, R² and the train-mean baseline. "
-            "Each test score comes with its bootstrap 95%% interval (<metric>_95ci)."
+            "Each test score comes with its bootstrap 95% interval (<metric>_95ci)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model_name_or_path", required=True,
-                        help="Saved encoder: a DiscovrModel, DiscovrForPreTraining or fine-tuned model directory.")
-    parser.add_argument("--encoder", choices=ENCODERS, default="teacher",
-                        help="Which video encoder of a DiscovrForPreTraining folder (discovr-pretrain's pretrained/) to "
-                             "evaluate: the EMA teacher (what encoder/ holds) or the online student.")
-    parser.add_argument("--output_dir", required=True, help="Where representation_metrics.json goes.")
-    add_data_arguments(parser)
-    labels = parser.add_argument_group("labels")
-    labels.add_argument("--label_column", default=None,
-                        help="Class column: default 'label' for --data_format csv, else 'ef' (with --abnormal_below).")
-    labels.add_argument("--abnormal_below", type=float, default=None,
-                        help=f"Make a numeric column binary: below this is {ABNORMAL}, else {NORMAL} "
-                             "(default 50 for the EchoNet formats, i.e. EF < 50%%).")
-    labels.add_argument("--normal_class", default=NORMAL, help="Class whose training videos form the anomaly memory.")
-    labels.add_argument("--regression_column", default="ef", help="Column regressed by the ridge probe.")
-    protocol = parser.add_argument_group("protocols")
-    protocol.add_argument("--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS),
-                          help="Protocols to run.")
-    protocol.add_argument("--k", type=int, nargs="+", default=list(K_CANDIDATES),
-                          help="Neighbours for kNN and the anomaly score; with several, validation chooses.")
-    protocol.add_argument("--temperature", type=float, default=0.07, help="kNN vote temperature.")
-    protocol.add_argument("--seed", type=int, default=0, help="Seed of the logistic probe and of the bootstrap.")
-    protocol.add_argument("--num_bootstrap", type=int, default=DEFAULT_NUM_BOOTSTRAP,
-                          help="Bootstrap resamples of the test split for the 95%% intervals of every probe's "
-                               "score (0 skips them).")
-    features = parser.add_argument_group("features")
-    features.add_argument("--pooling", choices=("auto", *POOLINGS), default="auto",
-                          help="Feature of each clip: the CLS token, the mean of the patch tokens, or auto (each "
-                          "protocol takes the one that scores best on validation).")
-    features.add_argument("--clips", type=clips_argument, default=ClipSampling("center"),
-                          help=CLIPS_HELP + " One feature per video is their mean.")
-    features.add_argument("--frame_stride", type=int, default=None,
-                          help="Step between clip frames (default: the saved processor's, else 3).")
-    features.add_argument("--batch_size", type=int, default=16, help="Clips per forward pass.")
-    features.add_argument("--num_workers", type=int, default=2, help="Video-decoding worker processes.")
-    features.add_argument("--cache_dir", default=None, help="Feature cache (default: OUTPUT_DIR/features).")
-    features.add_argument("--device", default=None, help="Torch device (default: cuda if available, else cpu).")
-    features.add_argument("--disable_tqdm", action="store_true", help="Hide the progress bars.")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-eval`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    config = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.protocols = tuple(args.protocols)
-    args.k = tuple(args.k)
 
     def run() -> int:
-        results = evaluate_representations(EvalConfig(**vars(args)))
+        results = evaluate_representations(config)
         print(json.dumps({name: results[name] for name in PROTOCOLS if name in results}, indent=2, default=float))
         return 0
 

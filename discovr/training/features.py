@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..cli import InputError
-from ..clips import iter_video_clips, run_on_clips
+from ..inference.prediction import iter_video_clips, run_on_clips
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 
 

@@ -14,7 +14,7 @@ and a model card.
 
 from __future__ import annotations
 
-import argparse
+import copy
 import json
 import logging
 import os
@@ -22,7 +22,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,17 @@ from datasets import DatasetDict
 from transformers import EvalPrediction, Trainer, TrainingArguments, set_seed
 
 from .. import plotting
-from ..cli import CLIPS_HELP, InputError, clips_argument, model_type_of, run_console_script
-from ..clips import VideoPrediction, predict_videos
+from ..cli import (
+    CLIPS_HELP,
+    SPATIAL_CROPS_HELP,
+    DiscovrArgumentParser,
+    InputError,
+    argument,
+    clips_argument,
+    model_type_of,
+    run_console_script,
+)
+from ..inference.prediction import VideoPrediction, predict_videos
 from ..data import VideoTransform, collate_videos
 from ..metrics import (
     HFREF_THRESHOLD,
@@ -45,57 +54,102 @@ from ..metrics import (
 )
 from ..modeling_discovr import DiscovrForVideoClassification
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
-from .data_selection import TARGET_COLUMN, TASKS, DataSelection, add_data_arguments, attach_targets
-from .encoders import ENCODERS, is_pretraining_folder, load_complete, pretraining_encoder
+from .data_selection import TARGET_COLUMN, TASKS, DataSelection, Task, attach_targets
+from .encoders import Encoder, is_pretraining_folder, load_complete, pretraining_encoder
 from .model_card import CardResult, dataset_name, describe_size, model_reference, write_model_card
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config, model_processor
 
 
 logger = logging.getLogger(__name__)
 
-MODES = ("linear", "last_k", "full", "lora")
+Mode = Literal["linear", "last_k", "full", "lora"]
+MODES = get_args(Mode)
 # Parameters that are newly initialised when an encoder is loaded into the classification model.
 HEAD_PREFIXES = ("classifier.", "fc_norm.")
-POOLINGS = ("mean", "cls")
+Pooling = Literal["mean", "cls"]
+POOLINGS = get_args(Pooling)
 SCALED_TARGET_COLUMN = "scaled_target"
 
 
 @dataclass(kw_only=True)
 class FinetuneConfig(DataSelection):
-    """Everything a fine-tuning run needs; the fields are the `discovr-finetune` options (see `--help`)."""
+    """Everything a fine-tuning run needs: the `discovr-finetune` options, defined once here (see `--help`).
 
-    output_dir: str
-    model_name_or_path: str | None = None
-    preset: str | None = None
-    config: str | None = None
-    task: str = "lvef"
-    label_column: str | None = None
-    abnormal_below: float | None = None
-    mode: str = "last_k"
-    pooling: str = "mean"
-    encoder: str = "teacher"
-    k: int = 3
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    frame_stride: int | None = None
-    clips: ClipSampling | str | int = "all"
-    num_train_epochs: float = 10.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    layer_decay: float = 1.0
-    multi_scale_crop: bool = False
-    weight_decay: float = 0.05
-    warmup_ratio: float = 0.1
-    eval_steps: int | None = None
-    logging_steps: int = 10
-    num_workers: int = 2
-    bf16: bool = False
-    seed: int = 0
-    disable_tqdm: bool = False
+    Exactly one of `model_name_or_path`, `preset` and `config` gives the model.
+    """
+
+    model_name_or_path: str | None = argument(
+        None,
+        help="Saved encoder directory: a DiscovrModel (e.g. discovr-pretrain's encoder/), a DiscovrForPreTraining or "
+        "a fine-tuned model. Only the head starts from scratch.",
+    )
+    preset: str | None = argument(
+        None, help="Random initialisation at a named size (tiny for demos and tests).", choices=sorted(PRESETS)
+    )
+    config: str | None = argument(None, help="Random initialisation from a DiscovrConfig JSON file.")
+    mode: Mode = argument(
+        "last_k",
+        help="What trains: linear = head only; last_k = last --k blocks + final norm + head; full; lora = LoRA on "
+        "query/value + head, merged into the saved model.",
+    )
+    pooling: Pooling = argument(
+        "mean",
+        help="Head input: the mean of the patch tokens with fc_norm (VideoMAE's and EchoNet's global average), or the "
+        "CLS token.",
+    )
+    encoder: Encoder = argument(
+        "teacher",
+        help="Which video encoder of a DiscovrForPreTraining folder (discovr-pretrain's pretrained/) to fine-tune: the "
+        "EMA teacher (what encoder/ holds) or the online student.",
+    )
+    k: int = argument(3, help="Blocks trained by --mode last_k.")
+    lora_r: int = argument(8, help="LoRA rank (--mode lora).")
+    lora_alpha: int = argument(16, help="LoRA scaling alpha (--mode lora).")
+    lora_dropout: float = argument(0.1, help="LoRA dropout (--mode lora).")
+    task: Task = argument("lvef", help="lvef: regress EF (%%); classification: predict --label_column.")
+    label_column: str | None = argument(
+        None, help="Target column: default 'ef' for lvef; required for classification ('label' for a CSV)."
+    )
+    abnormal_below: float | None = argument(
+        None,
+        help="Classification of a numeric column: below this value is Abnormal, else Normal (e.g. --label_column ef "
+        "--abnormal_below 50).",
+    )
+    frame_stride: int | None = argument(
+        None,
+        help=f"Step between clip frames (default: the saved processor's, else {DEFAULT_FRAME_STRIDE}). Clip length "
+        "and size always follow the model config.",
+    )
+    clips: ClipSampling = argument(
+        ClipSampling("all"), help=CLIPS_HELP + " Used by the final evaluation of the validation and test splits.",
+        parse=clips_argument,
+    )
+    spatial_crops: int = argument(1, help=SPATIAL_CROPS_HELP + " Used by the final evaluation.")
+    num_workers: int = argument(2, help="Video-decoding worker processes.")
+    output_dir: str = argument(help="Where the model, predictions and plots go.")
+    num_train_epochs: float = argument(10.0, help="Epochs over the training videos.")
+    max_steps: int = argument(-1, help="Stop after this many optimiser steps (overrides epochs).")
+    per_device_train_batch_size: int = argument(8, help="Training clips per device and step.")
+    per_device_eval_batch_size: int = argument(16, help="Evaluation clips per forward pass.")
+    gradient_accumulation_steps: int = argument(1, help="Batches per optimiser step.")
+    learning_rate: float = argument(1e-4, help="Peak AdamW learning rate.")
+    layer_decay: float = argument(
+        1.0,
+        help="Layer-wise learning-rate decay: block i of L trains at learning_rate * decay^(L - i), the embeddings at "
+        "decay^(L + 1); 1 turns it off. The published (VideoMAE) fine-tuning uses 0.75.",
+    )
+    multi_scale_crop: bool = argument(
+        False,
+        help="Augment training clips with pretraining's multi-scale crop (scales 1, .875, .75, .66 of the short side, "
+        "13 fixed positions), resized back to the model size.",
+    )
+    weight_decay: float = argument(0.05, help="AdamW weight decay (none on biases, norms and tokens).")
+    warmup_ratio: float = argument(0.1, help="Share of the steps spent warming up linearly; cosine decay follows.")
+    eval_steps: int | None = argument(None, help="Validate and checkpoint every N steps instead of every epoch.")
+    logging_steps: int = argument(10, help="Log the training loss every N steps.")
+    bf16: bool = argument(False, help="bfloat16 mixed precision (GPU).")
+    seed: int = argument(0, help="Seed of the initialisation, clip draws and shuffling.")
+    disable_tqdm: bool = argument(False, help="Hide the progress bars.")
 
 
 @dataclass
@@ -168,24 +222,25 @@ def build_model(
     sources = [config.model_name_or_path, config.preset, config.config]
     if sum(source is not None for source in sources) != 1:
         raise InputError("Give exactly one of --model_name_or_path, --preset or --config")
-    if config.model_name_or_path is not None:
+    labels = {
+        "num_labels": num_labels, "problem_type": problem_type, "id2label": id2label,
+        "label2id": {name: i for i, name in id2label.items()}, "use_mean_pooling": config.pooling == "mean",
+    }
+    if config.model_name_or_path is not None and is_pretraining_folder(config.model_name_or_path):
+        # The chosen video encoder of the pretraining model (the teacher by default), under a new head; loading the
+        # folder as a classifier would give the student (`base_model_prefix`).
+        encoder = pretraining_encoder(config.model_name_or_path, config.encoder)
+        model_config = copy.deepcopy(encoder.config)
+        model_config.update(labels)
+        model = DiscovrForVideoClassification(model_config)
+        model.discovr.load_state_dict(encoder.state_dict())
+        logger.info("Fine-tuning the video %s of %s", config.encoder, config.model_name_or_path)
+    elif config.model_name_or_path is not None:
         model = load_classification_model(
             config.model_name_or_path, num_labels, problem_type, id2label, config.pooling
         )
-        if is_pretraining_folder(config.model_name_or_path):
-            # Loading through `base_model_prefix` gave the student; the teacher is the default choice.
-            model.discovr.load_state_dict(pretraining_encoder(config.model_name_or_path, config.encoder).state_dict())
-            logger.info("Fine-tuning the video %s of %s", config.encoder, config.model_name_or_path)
     else:
-        model_config = load_model_config(
-            preset=config.preset,
-            config_file=config.config,
-            num_labels=num_labels,
-            problem_type=problem_type,
-            id2label=id2label,
-            label2id={name: i for i, name in id2label.items()},
-            use_mean_pooling=config.pooling == "mean",
-        )
+        model_config = load_model_config(preset=config.preset, config_file=config.config, **labels)
         model = DiscovrForVideoClassification(model_config)
     return model, model_processor(model.config, config.model_name_or_path, config.frame_stride)
 
@@ -442,6 +497,8 @@ def _check_config(config: FinetuneConfig) -> None:
         raise InputError(f"--layer_decay must be in (0, 1], got {config.layer_decay}")
     if not 0 <= config.warmup_ratio < 1:
         raise InputError(f"--warmup_ratio must be in [0, 1), got {config.warmup_ratio}")
+    if config.spatial_crops < 1:
+        raise InputError(f"--spatial_crops must be >= 1, got {config.spatial_crops}")
     try:
         ClipSampling.parse(config.clips)
     except ValueError as error:
@@ -511,6 +568,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         "train": {"videos": len(splits["train"]), "steps": train_result.global_step, "loss": train_result.training_loss},
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "clips": str(ClipSampling.parse(config.clips)),
+        "spatial_crops": config.spatial_crops,
     }
     tables = {}
     for split in ("validation", "test"):
@@ -518,7 +576,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         targets = np.asarray(splits[split][TARGET_COLUMN])
         predictions = predict_videos(
             best, processor, videos, config.clips, config.per_device_eval_batch_size, config.num_workers,
-            progress=not config.disable_tqdm,
+            progress=not config.disable_tqdm, spatial_crops=config.spatial_crops,
         )
         scores, _, average = score_predictions(predictions, targets, problem_type, num_labels, config.seed)
         metrics[split] = {"videos": len(videos), **scores}
@@ -600,8 +658,9 @@ def _write_card(
 # Command line
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        FinetuneConfig,
         prog="discovr-finetune",
         description=__doc__.split("\n\n")[0],
         epilog=(
@@ -610,80 +669,17 @@ def build_parser() -> argparse.ArgumentParser:
             "validation_predictions.csv, metrics.json, training_log.jsonl, and for LVEF lvef_scatter.png, "
             "bland_altman.png, roc.png, plus training_curves.png."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    model = parser.add_argument_group("model (exactly one of --model_name_or_path, --preset, --config)")
-    model.add_argument("--model_name_or_path", default=None,
-                       help="Saved encoder directory: a DiscovrModel (e.g. discovr-pretrain's encoder/), a "
-                            "DiscovrForPreTraining or a fine-tuned model. Only the head starts from scratch.")
-    model.add_argument("--preset", choices=sorted(PRESETS), default=None,
-                       help="Random initialisation at a named size (tiny for demos and tests).")
-    model.add_argument("--config", default=None, help="Random initialisation from a DiscovrConfig JSON file.")
-    model.add_argument("--mode", choices=MODES, default="last_k",
-                       help="What trains: linear = head only; last_k = last --k blocks + final norm + head; full; "
-                            "lora = LoRA on query/value + head, merged into the saved model.")
-    model.add_argument("--pooling", choices=POOLINGS, default="mean",
-                       help="Head input: the mean of the patch tokens with fc_norm (VideoMAE's and EchoNet's global "
-                       "average; default), or the CLS token.")
-    model.add_argument("--encoder", choices=ENCODERS, default="teacher",
-                       help="Which video encoder of a DiscovrForPreTraining folder (discovr-pretrain's pretrained/) "
-                            "to fine-tune: the EMA teacher (what encoder/ holds) or the online student.")
-    model.add_argument("--k", type=int, default=3, help="Blocks trained by --mode last_k.")
-    model.add_argument("--lora_r", type=int, default=8, help="LoRA rank (--mode lora).")
-    model.add_argument("--lora_alpha", type=int, default=16, help="LoRA scaling alpha (--mode lora).")
-    model.add_argument("--lora_dropout", type=float, default=0.1, help="LoRA dropout (--mode lora).")
-
-    data = add_data_arguments(parser)
-    data.add_argument("--task", choices=TASKS, default="lvef",
-                      help="lvef: regress EF (%%); classification: predict --label_column.")
-    data.add_argument("--label_column", default=None,
-                      help="Target column: default 'ef' for lvef; required for classification ('label' for a CSV).")
-    data.add_argument("--abnormal_below", type=float, default=None,
-                      help="Classification of a numeric column: below this value is Abnormal, else Normal "
-                           "(e.g. --label_column ef --abnormal_below 50).")
-    data.add_argument("--frame_stride", type=int, default=None,
-                      help=f"Step between clip frames (default: the saved processor's, else {DEFAULT_FRAME_STRIDE}). "
-                           "Clip length and size always follow the model config.")
-    data.add_argument("--clips", type=clips_argument, default=ClipSampling("all"),
-                      help=CLIPS_HELP + " Used by the final evaluation of the validation and test splits.")
-    data.add_argument("--num_workers", type=int, default=2, help="Video-decoding worker processes.")
-
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True, help="Where the model, predictions and plots go.")
-    train.add_argument("--num_train_epochs", type=float, default=10.0, help="Epochs over the training videos.")
-    train.add_argument("--max_steps", type=int, default=-1, help="Stop after this many optimiser steps (overrides epochs).")
-    train.add_argument("--per_device_train_batch_size", type=int, default=8, help="Training clips per device and step.")
-    train.add_argument("--per_device_eval_batch_size", type=int, default=16, help="Evaluation clips per forward pass.")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="Batches per optimiser step.")
-    train.add_argument("--learning_rate", type=float, default=1e-4, help="Peak AdamW learning rate.")
-    train.add_argument("--layer_decay", type=float, default=1.0,
-                       help="Layer-wise learning-rate decay: block i of L trains at learning_rate * decay^(L - i), "
-                            "the embeddings at decay^(L + 1); 1 turns it off. The published (VideoMAE) fine-tuning "
-                            "uses 0.75.")
-    train.add_argument("--multi_scale_crop", action="store_true",
-                       help="Augment training clips with pretraining's multi-scale crop (scales 1, .875, .75, .66 of "
-                            "the short side, 13 fixed positions), resized back to the model size. Off by default.")
-    train.add_argument("--weight_decay", type=float, default=0.05, help="AdamW weight decay (none on biases, norms "
-                       "and tokens).")
-    train.add_argument("--warmup_ratio", type=float, default=0.1,
-                       help="Share of the steps spent warming up linearly; cosine decay follows.")
-    train.add_argument("--eval_steps", type=int, default=None,
-                       help="Validate and checkpoint every N steps instead of every epoch.")
-    train.add_argument("--logging_steps", type=int, default=10, help="Log the training loss every N steps.")
-    train.add_argument("--bf16", action="store_true", help="bfloat16 mixed precision (GPU).")
-    train.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, clip draws and shuffling.")
-    train.add_argument("--disable_tqdm", action="store_true", help="Hide the progress bars.")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-finetune`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    config = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def run() -> int:
-        result = finetune(FinetuneConfig(**vars(args)))
+        result = finetune(config)
         summary = {split: result.metrics[split]["clip_average"] for split in ("validation", "test")}
         print(json.dumps(summary, indent=2))
         return 0

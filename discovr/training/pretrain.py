@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -22,14 +22,14 @@ from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..cli import InputError, model_type_of, run_console_script
+from ..cli import DiscovrArgumentParser, InputError, model_type_of, run_console_script
 from ..modeling_discovr import DiscovrForPreTraining
 from ..video_processing_discovr import DiscovrVideoProcessor
-from .data_selection import DATA_FORMATS
 from .model_card import dataset_name, describe_size, write_model_card
 from .health import CollapseMonitor, encoder_rankme, step_health
 from .pretrain_data import PretrainingClips, PretrainingCollator, load_health_clips, load_pretraining_videos
-from .presets import DEFAULT_FRAME_STRIDE, PRESETS, RECIPES, PretrainRecipe, load_model_config
+from .presets import load_model_config
+from .pretrain_config import PretrainConfig, recipes_epilog, resolve_recipe
 from .schedules import PretrainSchedules
 
 logger = logging.getLogger("discovr.pretrain")
@@ -132,90 +132,15 @@ class JsonlLogger:
                 handle.write(json.dumps(record) + "\n")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows "(default: recipe)" for the flags a recipe fills in, instead of "None"."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.dest in PretrainRecipe.field_names():
-            return f"{action.help} (default: the recipe's)"
-        return super()._get_help_string(action)
-
-
-def _recipes_epilog() -> str:
-    rows = [f"  {name}: " + ", ".join(f"{key}={value}" for key, value in vars(recipe).items())
-            for name, recipe in sorted(RECIPES.items())]
-    return "recipes:\n" + "\n".join(rows)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        PretrainConfig,
         prog="discovr-pretrain",
-        description="Pretrain DISCOVR on a folder of echo videos. Run under `accelerate launch` for several GPUs "
+        description="Pretrain DISCOVR on a folder of echo videos. Run under `accelerate launch` for several GPUs\n"
         "or machines (DDP, FSDP or DeepSpeed from your accelerate config), or directly for one process.",
-        epilog=_recipes_epilog(),
-        formatter_class=_HelpFormatter,
+        epilog=recipes_epilog(),
+        raw_epilog=True,
     )
-    data = parser.add_argument_group("data")
-    data.add_argument("--data_root", required=True, help="Dataset folder (EchoNet layout, or the root of CSV paths).")
-    data.add_argument("--data_format", choices=DATA_FORMATS, default="echonet_dynamic", help="Manifest format.")
-    data.add_argument("--manifest", default=None, help="DISCOVR CSV manifest (for --data_format csv).")
-    data.add_argument("--split", default="train", help="Split to pretrain on (echonet formats).")
-    data.add_argument("--pediatric_view", default="A4C", choices=("A4C", "PSAX"), help="EchoNet-Pediatric view.")
-    data.add_argument("--frame_stride", type=int, default=DEFAULT_FRAME_STRIDE, help="Step between sampled frames.")
-    data.add_argument("--no_multi_scale_crop", action="store_true", help="Disable the multi-scale crop augmentation.")
-    data.add_argument("--clips_per_video", type=int, default=None,
-                      help="Independent random clips of every video per epoch (repeated augmentation).")
-    data.add_argument("--num_workers", type=int, default=4, help="DataLoader workers per process.")
-
-    model = parser.add_argument_group("model")
-    size = model.add_mutually_exclusive_group(required=True)
-    size.add_argument("--preset", choices=sorted(PRESETS), help="Named size: tiny (tests, demo), small, base (ViT-B).")
-    size.add_argument("--config", help="A DiscovrConfig JSON (e.g. a saved config.json).")
-    model.add_argument("--init_from", default=None, help="Start from a saved DiscovrForPreTraining directory.")
-    model.add_argument("--gradient_checkpointing", action="store_true", help="Recompute activations to save memory.")
-    model.add_argument("--export_encoder", choices=("teacher", "student"), default="teacher",
-                       help="Which video encoder is written to OUTPUT_DIR/encoder.")
-
-    optim = parser.add_argument_group(
-        "optimisation", "Flags left unset take the --recipe's value (the preset's own by default); "
-        "docs/pretraining.md lists every recipe and the measurements behind it.",
-    )
-    optim.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                       help="Training recipe (default: the --preset's own; 'base', the published one, with --config).")
-    optim.add_argument("--epochs", type=int, default=400)
-    optim.add_argument("--max_steps", type=int, default=None,
-                       help="Stop after this many optimiser steps (schedules still span --epochs).")
-    optim.add_argument("--per_device_batch_size", type=int, default=None, help="Clips per process and step.")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim.add_argument("--base_lr", type=float, default=None, help="LR for a global batch of 256; scaled linearly.")
-    optim.add_argument("--min_lr", type=float, default=None, help="Final LR of the cosine decay.")
-    optim.add_argument("--warmup_epochs", type=float, default=None, help="Linear LR warm-up.")
-    optim.add_argument("--weight_decay", type=float, default=None, help="Start of the cosine weight-decay schedule.")
-    optim.add_argument("--weight_decay_end", type=float, default=None, help="Final weight decay.")
-    optim.add_argument("--max_grad_norm", type=float, default=None, help="Clip gradients to this norm.")
-    optim.add_argument("--momentum_teacher", type=float, default=None, help="Start of the teacher EMA cosine schedule.")
-    optim.add_argument("--momentum_teacher_end", type=float, default=None, help="End of the teacher EMA cosine schedule.")
-    optim.add_argument("--warmup_teacher_temperature", type=float, default=None,
-                       help="DINO teacher temperature at step 0, rising linearly to --teacher_temperature.")
-    optim.add_argument("--teacher_temperature", type=float, default=None, help="DINO teacher temperature after warm-up.")
-    optim.add_argument("--warmup_teacher_temperature_epochs", type=float, default=None,
-                       help="Epochs of the teacher-temperature warm-up.")
-    optim.add_argument("--center_momentum", type=float, default=None, help="DINO centre momentum.")
-    optim.add_argument("--mixed_precision", choices=("no", "bf16", "fp16"), default=None,
-                       help="Overrides the accelerate config.")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--deterministic", action="store_true", help="torch.use_deterministic_algorithms(True).")
-
-    run = parser.add_argument_group("run")
-    run.add_argument("--output_dir", required=True)
-    run.add_argument("--save_steps", type=int, default=1000, help="Checkpoint every N optimiser steps.")
-    run.add_argument("--save_total_limit", type=int, default=3, help="Checkpoints kept (oldest removed).")
-    run.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint directory.")
-    run.add_argument("--logging_steps", type=int, default=10)
-    run.add_argument("--health_clips", type=int, default=64,
-                     help="Fixed held-out clips (the validation split when the data has one) whose teacher CLS "
-                     "embeddings give the RankMe health metric at every logging step; 0 turns it off.")
-    return parser
 
 
 def estimate_checkpoint_bytes(model: torch.nn.Module, save_total_limit: int) -> int:
@@ -225,25 +150,13 @@ def estimate_checkpoint_bytes(model: torch.nn.Module, save_total_limit: int) -> 
     return (param_bytes + 2 * trainable) * max(1, save_total_limit) + 2 * param_bytes
 
 
-def resolve_recipe(args: argparse.Namespace) -> argparse.Namespace:
-    """`args` with every unset recipe flag taken from the chosen recipe (the preset's, or `base` for a config)."""
-    name = args.recipe or (args.preset if args.preset in RECIPES else "base")
-    recipe = RECIPES[name]
-    resolved = argparse.Namespace(**vars(args))
-    resolved.recipe = name
-    for field in PretrainRecipe.field_names():
-        if getattr(resolved, field, None) is None:
-            setattr(resolved, field, getattr(recipe, field))
-    return resolved
-
-
-def pretrain(args: argparse.Namespace) -> dict:
+def pretrain(config: PretrainConfig) -> dict:
     """Run pretraining; returns a summary (steps done, last losses, output paths).
 
-    Unset recipe flags take the recipe's values; the resolved arguments are written to
+    Unset recipe options take the recipe's values; the resolved options are written to
     OUTPUT_DIR/pretrain_args.json, so a run records what it used.
     """
-    args = resolve_recipe(args)
+    args = resolve_recipe(config)
     if args.clips_per_video < 1:
         raise InputError(f"--clips_per_video must be at least 1, got {args.clips_per_video}")
     output_dir = Path(args.output_dir)
@@ -279,7 +192,7 @@ def pretrain(args: argparse.Namespace) -> dict:
         model.activation_checkpointing_enable()
     if accelerator.is_main_process:
         check_output_dir(output_dir, estimate_checkpoint_bytes(model, args.save_total_limit))
-        (output_dir / "pretrain_args.json").write_text(json.dumps(vars(args), indent=2, sort_keys=True))
+        (output_dir / "pretrain_args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2, sort_keys=True))
     accelerator.wait_for_everyone()
 
     processor = DiscovrVideoProcessor(
@@ -288,7 +201,7 @@ def pretrain(args: argparse.Namespace) -> dict:
     )
     videos = load_pretraining_videos(args.data_format, args.data_root, args.manifest, args.split, args.pediatric_view)
     dataset = PretrainingClips(
-        videos, processor, seed=args.seed, multi_scale_crop=not args.no_multi_scale_crop,
+        videos, processor, seed=args.seed, multi_scale_crop=args.multi_scale_crop,
         clips_per_video=args.clips_per_video,
     )
     loader = DataLoader(
@@ -484,7 +397,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainingS
 
 
 def export(model: DiscovrForPreTraining, processor: DiscovrVideoProcessor, output_dir: Path,
-           args: argparse.Namespace, num_videos: int, state: TrainingState, losses: dict[str, float]) -> dict[str, str]:
+           args: PretrainConfig, num_videos: int, state: TrainingState, losses: dict[str, float]) -> dict[str, str]:
     """Write OUTPUT_DIR/pretrained (full model) and OUTPUT_DIR/encoder (a DiscovrModel), each with the processor."""
     pretrained_dir, encoder_dir = output_dir / "pretrained", output_dir / "encoder"
     model.save_pretrained(pretrained_dir)
@@ -516,12 +429,12 @@ def _available_trackers() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    config = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     def run() -> int:
         try:
-            summary = pretrain(args)
+            summary = pretrain(config)
         except TrainingDivergedError as error:
             logger.error("%s", error)
             return 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch.utils.data import Dataset
@@ -57,9 +58,7 @@ def load_health_clips(
 ) -> torch.Tensor:
     """The centred clips `(n, T, C, H, W)` of the first `count` of `videos`: the fixed batch the health metrics
     embed at every logging step."""
-    from ..clips import load_video_clips
-
-    return torch.stack([load_video_clips(processor, video, "center").clips()[0] for video in list(videos)[:count]])
+    return torch.stack([processor.decode_clips(video, "center").clips()[0] for video in list(videos)[:count]])
 
 
 class PretrainingClips(Dataset):
@@ -95,12 +94,11 @@ class PretrainingClips(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         generator = sample_generator(self.seed, self.epoch, index)
         path = self.videos[index % len(self.videos)]
-        frames, _ = self.processor.fetch_videos(
-            path, lambda metadata: self.processor.sample_frames(metadata, do_random_start=True, generator=generator)
+        crop = partial(multi_scale_crop, output_size=self.processor.size["height"], generator=generator)
+        clips = self.processor.decode_clips(
+            path, "random", generator=generator, frame_transform=crop if self.multi_scale_crop else None
         )
-        if self.multi_scale_crop:
-            frames = multi_scale_crop(frames, self.processor.size["height"], generator)
-        pixel_values = self.processor(frames, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
+        pixel_values = clips.clips()[0]
         return {"pixel_values": pixel_values, "sample_seed": int(torch.randint(2**62, (1,), generator=generator))}
 
 

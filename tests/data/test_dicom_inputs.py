@@ -15,14 +15,13 @@ from pydicom.uid import JPEGBaseline8Bit
 from transformers import pipeline
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrVideoProcessor
-from discovr.clips import load_video_clips
 from discovr.data import VideoTransform, load_video_csv
 from discovr.data.avi import write_avi
 from discovr.data.dicom import read_dicom_video
 from discovr.data.prepare import PrepareOptions, prepare
 from discovr.data.sector import crop_to_sector, find_sector
 from discovr.data.synthetic_dicom import write_echo_dicom
-from discovr.predict import collect_videos, load_predictor, prediction_table
+from discovr.inference.predict import collect_videos, load_predictor, prediction_table
 from discovr.video_processing_discovr import read_video
 from discovr_testing import tiny_config_kwargs
 
@@ -123,7 +122,7 @@ def test_pipeline_on_dicom_equals_pipeline_on_the_prepared_avi(regressor_dir, ec
 
 
 def test_multi_clip_loading_uses_the_processor_decoder(echo_dicom):
-    clips = load_video_clips(raw_processor(), str(echo_dicom), clips="uniform:3")
+    clips = raw_processor().decode_clips(str(echo_dicom), clips="uniform:3")
     assert clips.num_video_frames == 40 and clips.starts == [0, 9, 18]
 
 

@@ -52,6 +52,8 @@ def test_evaluation_and_fine_tuning_take_the_chosen_encoder(pretraining_dir, tmp
         num_labels=1, problem_type="regression", id2label={0: "LVEF"},
     )
     assert_same_weights(classifier.discovr, expected)
+    assert classifier.config.num_labels == 1 and classifier.config.problem_type == "regression"
+    assert classifier.config.id2label == {0: "LVEF"} and classifier.config.use_mean_pooling
 
 
 def test_the_teacher_is_the_default(pretraining_dir):

@@ -190,14 +190,13 @@ def test_knn_standardises_features_when_validation_says_so():
 
 def test_features_pool_cls_and_mean_of_patch_tokens(synthetic_echonet, tiny_encoder_dir):
     from discovr.data import load_echonet_dynamic
-    from discovr.clips import load_video_clips
 
     encoder = DiscovrModel.from_pretrained(tiny_encoder_dir).eval()
     processor = DiscovrVideoProcessor.from_pretrained(tiny_encoder_dir)
     video = list(load_echonet_dynamic(synthetic_echonet)["test"]["video"])[0]
     features = features_module.extract_features(encoder, processor, [video], progress=False)
     with torch.no_grad():
-        hidden = encoder(pixel_values=load_video_clips(processor, video, "center").clips()).last_hidden_state
+        hidden = encoder(pixel_values=processor.decode_clips(video, "center").clips()).last_hidden_state
     torch.testing.assert_close(features["cls"][0], hidden[0, 0])
     torch.testing.assert_close(features["mean"][0], hidden[0, 1:].mean(0))
 

@@ -119,19 +119,36 @@ def test_clips_per_video_repeats_every_video_with_its_own_clip(synthetic_echonet
 
 
 def test_recipes_fill_unset_flags_and_flags_override_them():
-    from discovr.training.pretrain import resolve_recipe
+    from discovr.training.pretrain_config import resolve_recipe
     from discovr.training.presets import RECIPES
 
     base = ["--data_root", "d", "--output_dir", "o"]
-    tiny = resolve_recipe(build_parser().parse_args([*base, "--preset", "tiny"]))
+    tiny = resolve_recipe(build_parser().parse([*base, "--preset", "tiny"]))
     assert tiny.recipe == "tiny" and tiny.clips_per_video == RECIPES["tiny"].clips_per_video
     assert tiny.teacher_temperature == RECIPES["tiny"].teacher_temperature
-    overridden = resolve_recipe(build_parser().parse_args([*base, "--preset", "tiny", "--clips_per_video", "1",
-                                                           "--momentum_teacher", "0.996"]))
+    overridden = resolve_recipe(build_parser().parse([*base, "--preset", "tiny", "--clips_per_video", "1",
+                                                      "--momentum_teacher", "0.996"]))
     assert overridden.clips_per_video == 1 and overridden.momentum_teacher == 0.996
     # A config file takes the published recipe unless one is named.
-    published = resolve_recipe(build_parser().parse_args([*base, "--config", "c.json"]))
+    published = resolve_recipe(build_parser().parse([*base, "--config", "c.json"]))
     assert published.recipe == "base" and published.base_lr == 1.5e-4 and published.clips_per_video == 1
+
+
+def test_recipe_options_are_exactly_the_recipe_fields():
+    """Every recipe field is an option that defaults to "the recipe's", and no other option does."""
+    from discovr.training.presets import PretrainRecipe
+
+    parser = build_parser()
+    from_recipe = {action.dest for action in parser._actions if getattr(action, "default_help", None) == "the recipe's"}
+    assert from_recipe == set(PretrainRecipe.field_names())
+
+
+def test_model_is_given_exactly_once(capsys):
+    for model in ([], ["--preset", "tiny", "--config", "c.json"]):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse(["--data_root", "d", "--output_dir", "o", *model])
+        assert exit_info.value.code == 2
+        assert "discovr-pretrain: error: give exactly one of --preset and --config" in capsys.readouterr().err
 
 
 def test_help_is_complete():
@@ -143,7 +160,7 @@ def test_help_is_complete():
 
 def test_end_to_end_then_resume(synthetic_echonet, tiny_config_file, tmp_path):
     out = tmp_path / "run"
-    args = build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, out, "--save_steps", "3",
+    args = build_parser().parse(pretrain_args(synthetic_echonet, tiny_config_file, out, "--save_steps", "3",
                                                    "--max_steps", "5"))
     summary = pretrain(args)
     assert summary["global_step"] == 5
@@ -175,7 +192,7 @@ def test_end_to_end_then_resume(synthetic_echonet, tiny_config_file, tmp_path):
     # Resume from the step-3 checkpoint: the counters continue, the schedules pick up where they were, and the
     # log holds every step once (the first run's steps 4 and 5 are replaced by the resumed run's).
     before = read_log(out)
-    resumed = build_parser().parse_args(pretrain_args(
+    resumed = build_parser().parse(pretrain_args(
         synthetic_echonet, tiny_config_file, tmp_path / "run", "--max_steps", "6",
         "--resume_from_checkpoint", str(out / "checkpoints" / "step_3"),
     ))
@@ -184,7 +201,7 @@ def test_end_to_end_then_resume(synthetic_echonet, tiny_config_file, tmp_path):
     assert [row["step"] for row in log] == [1, 2, 3, 4, 5, 6]
     # Another batch layout would mis-position the data: refused, naming both layouts.
     with pytest.raises(InputError, match="1 processes x batch 2 x accumulation 1.*this run has 1 x 3 x 1"):
-        pretrain(build_parser().parse_args(pretrain_args(
+        pretrain(build_parser().parse(pretrain_args(
             synthetic_echonet, tiny_config_file, out, "--per_device_batch_size", "3",
             "--resume_from_checkpoint", str(out / "checkpoints" / "step_3"),
         )))
@@ -223,7 +240,7 @@ def test_nan_loss_stops_with_the_step(synthetic_echonet, tiny_config_file, tmp_p
         return item
 
     monkeypatch.setattr(pretrain_module.PretrainingClips, "__getitem__", poisoned)
-    args = build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "nan"))
+    args = build_parser().parse(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "nan"))
     with pytest.raises(TrainingDivergedError, match="optimiser step 0"):
         pretrain(args)
     assert main(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "nan2")) == 3
@@ -235,13 +252,13 @@ def test_unwritable_output_dir_fails_before_training(synthetic_echonet, tiny_con
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="not writable"):
-        pretrain(build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, blocker / "out")))
+        pretrain(build_parser().parse(pretrain_args(synthetic_echonet, tiny_config_file, blocker / "out")))
 
 
 def test_full_disk_fails_before_training(synthetic_echonet, tiny_config_file, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrain_module.shutil, "disk_usage", lambda path: SimpleNamespace(free=1024))
     with pytest.raises(InputError, match="GiB free"):
-        pretrain(build_parser().parse_args(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "out")))
+        pretrain(build_parser().parse(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "out")))
 
 
 def _run_script(args, **kwargs):

@@ -34,7 +34,7 @@ def test_tiny_recipe_beats_random_init_on_the_frozen_ridge_probe(tmp_path):
     data = tmp_path / "synthetic"
     make_synthetic_echonet(data, num_videos=600, seed=23, progress=False)
     run = tmp_path / "pretrain"
-    pretrain(build_parser().parse_args([
+    pretrain(build_parser().parse([
         "--preset", "tiny", "--data_root", str(data), "--output_dir", str(run), "--epochs", "20",
         "--num_workers", "2", "--logging_steps", "50", "--save_steps", "1000000",
     ]))

@@ -11,7 +11,7 @@ import torch
 from transformers import pipeline
 
 from discovr import DiscovrConfig, DiscovrForVideoClassification, DiscovrVideoProcessor
-from discovr.predict import build_parser, collect_videos, load_predictor, main, prediction_table
+from discovr.inference.predict import build_parser, collect_videos, load_predictor, main, prediction_table
 from discovr_testing import tiny_config_kwargs
 
 

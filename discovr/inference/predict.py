@@ -11,7 +11,6 @@ still predicted, and the exit status is 1.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -24,11 +23,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import pipeline
 
-from .cli import CLIPS_HELP, InputError, clips_argument, model_type_of, run_console_script
-from .data.manifests import read_manifest_table, read_video_csv
-from .pipeline_discovr import TASK, DiscovrVideoClassificationPipeline
-from .video_processing_discovr import DICOM_SUFFIXES, ClipSampling, VideoDecodeError
-from .video_processing_discovr import VIDEO_SUFFIXES as VIDEO_FILE_SUFFIXES
+from ..cli import CLIPS_HELP, SPATIAL_CROPS_HELP, DiscovrArgumentParser, InputError, argument, clips_argument, model_type_of, run_console_script
+from ..data.manifests import read_manifest_table, read_video_csv
+from .pipeline import TASK, DiscovrVideoClassificationPipeline
+from ..video_processing_discovr import DICOM_SUFFIXES, ClipSampling, VideoDecodeError
+from ..video_processing_discovr import VIDEO_SUFFIXES as VIDEO_FILE_SUFFIXES
 
 
 logger = logging.getLogger(__name__)
@@ -129,13 +128,14 @@ def prediction_table(
     clips: ClipSampling | str | int = "center",
     batch_size: int = 1,
     progress: bool = True,
+    spatial_crops: int = 1,
 ) -> pd.DataFrame:
     """
     One row per video: `FileName`, the manifest's truth columns, the prediction, `num_clips` and `error`.
 
     A regression (LVEF) model gives a `prediction` column; a classifier gives its top `label` and that label's
-    averaged probability as `score`. `num_clips` is the number of clips actually averaged (a short video may hold
-    fewer distinct clips than asked for). Failed videos have an empty prediction and the reason in `error`.
+    averaged probability as `score`. `num_clips` is the number of clips actually averaged, spatial crops included (a
+    short video may hold fewer distinct clips than asked for). Failed videos have an empty prediction and the reason in `error`.
 
     Args:
         predictor: from [`load_predictor`].
@@ -143,6 +143,7 @@ def prediction_table(
         clips: clips averaged per video (`ClipSampling`: "center", "all", "uniform:K", an integer K, ...).
         batch_size: clips per forward pass.
         progress: show a progress bar.
+        spatial_crops: test-time spatial crops per clip (see the pipeline's `spatial_crops`).
     """
     clips = ClipSampling.parse(clips)
     regression = predictor.model.config.problem_type == "regression"
@@ -151,7 +152,8 @@ def prediction_table(
         row: dict[str, Any] = {"FileName": video.file_name, **video.truth}
         try:
             result = predictor(
-                os.fspath(video.path), clips=clips, batch_size=batch_size, top_k=1, return_clip_starts=True
+                os.fspath(video.path), clips=clips, spatial_crops=spatial_crops, batch_size=batch_size, top_k=1,
+                return_clip_starts=True,
             )
         except PER_VIDEO_ERRORS as error:
             message = str(error) if isinstance(error, VideoDecodeError) else f"{type(error).__name__}: {error}"
@@ -171,48 +173,58 @@ def prediction_table(
     return table.astype({"num_clips": "Int64"})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+@dataclass
+class PredictArguments:
+    """The `discovr-predict` options."""
+
+    model_dir: str = argument(help="Fine-tuned DISCOVR directory (model and video processor side by side).",
+                              positional=True)
+    inputs: list[str] = argument(
+        help="Video files (.avi, .mp4), DICOM files (.dcm, masked to the ultrasound sector), directories of them, an "
+        "EchoNet FileList.csv or a DISCOVR CSV manifest.",
+        positional=True, metavar="VIDEO_OR_DIR_OR_MANIFEST",
+    )
+    output: str = argument("predictions.csv", help="CSV file to write.")
+    clips: ClipSampling = argument(ClipSampling("center"), help=CLIPS_HELP, parse=clips_argument)
+    spatial_crops: int = argument(1, help=SPATIAL_CROPS_HELP)
+    batch_size: int = argument(8, help="Clips per forward pass.")
+    device: str | None = argument(None, help="Torch device such as 'cuda:0' or 'cpu'; None picks cuda when available.")
+    video_root: str | None = argument(
+        None, help="Folder that DISCOVR CSV paths are relative to; None means the CSV's own folder."
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"--batch_size must be >= 1, got {self.batch_size}")
+        if self.spatial_crops < 1:
+            raise InputError(f"--spatial_crops must be >= 1, got {self.spatial_crops}")
+
+
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        PredictArguments,
         prog="discovr-predict",
         description=__doc__.split("\n\n")[0],
         epilog=(
             "Output columns: FileName, Split and EF (EchoNet manifests) or class (DISCOVR CSVs), then prediction "
-            "(LVEF models, in %%) or label and score (classifiers), num_clips (clips averaged) and error (empty "
-            "when the video was predicted). Exit status 1 if any video failed."
+            "(LVEF models, in %) or label and score (classifiers), num_clips (clips x spatial crops averaged) and "
+            "error (empty when the video was predicted). Exit status 1 if any video failed."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("model_dir", help="Fine-tuned DISCOVR directory (model and video processor side by side).")
-    parser.add_argument(
-        "inputs", nargs="+", metavar="VIDEO_OR_DIR_OR_MANIFEST",
-        help="Video files (.avi, .mp4), DICOM files (.dcm, masked to the ultrasound sector), directories of them, an "
-             "EchoNet FileList.csv or a DISCOVR CSV manifest.",
-    )
-    parser.add_argument("--output", default="predictions.csv", help="CSV file to write.")
-    parser.add_argument("--clips", type=clips_argument, default=ClipSampling("center"), help=CLIPS_HELP)
-    parser.add_argument("--batch_size", type=int, default=8, help="Clips per forward pass.")
-    parser.add_argument(
-        "--device", default=None, help="Torch device such as 'cuda:0' or 'cpu'; None picks cuda when available."
-    )
-    parser.add_argument(
-        "--video_root", default=None,
-        help="Folder that DISCOVR CSV paths are relative to; None means the CSV's own folder.",
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-predict`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.batch_size < 1:
-        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
 
     def run() -> int:
         videos = collect_videos(args.inputs, args.video_root)
         predictor = load_predictor(args.model_dir, args.device)
-        table = prediction_table(predictor, videos, clips=args.clips, batch_size=args.batch_size)
+        table = prediction_table(
+            predictor, videos, clips=args.clips, batch_size=args.batch_size, spatial_crops=args.spatial_crops
+        )
         output = Path(args.output)
         output.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(output, index=False)

@@ -9,21 +9,19 @@ with a seeded generator, so the maps are reproducible.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .cli import InputError, model_type_of, run_console_script
-from .modeling_discovr import DiscovrForPreTraining
-from .plotting import plot_cluster_maps
-from .training.encoders import load_complete
-from .video_processing_discovr import DiscovrVideoProcessor, VideoDecodeError
+from ..cli import DiscovrArgumentParser, InputError, argument, model_type_of, run_console_script
+from ..modeling_discovr import DiscovrForPreTraining
+from ..plotting import plot_cluster_maps
+from ..training.encoders import load_complete
+from ..video_processing_discovr import DiscovrVideoProcessor, VideoDecodeError
 
 
 logger = logging.getLogger(__name__)
@@ -61,8 +59,14 @@ def compute_cluster_assignments(
         seed: seed of the masks the forward pass draws.
     """
     config = model.config
-    frames, metadata = processor.fetch_videos(os.fspath(video), partial(processor.sample_frames, do_random_start=False))
-    pixel_values = processor(frames, do_sample_frames=False, return_tensors="pt")["pixel_values"]
+    decoded: list[torch.Tensor] = []
+
+    def keep_decoded(frames: torch.Tensor) -> torch.Tensor:
+        decoded.append(frames)  # the raw frames, drawn under the maps
+        return frames
+
+    clips = processor.decode_clips(video, "center", frame_transform=keep_decoded)
+    pixel_values = clips.clips()
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
@@ -73,8 +77,8 @@ def compute_cluster_assignments(
         model.train(was_training)
     grid = (config.num_frames // config.tubelet_size, config.image_size // config.patch_size, -1)
     return ClusterAssignments(
-        frames=frames.permute(0, 2, 3, 1).numpy(),
-        start=int(metadata.frames_indices[0]),
+        frames=decoded[0][clips.clip_index[0]].permute(0, 2, 3, 1).numpy(),
+        start=clips.starts[0],
         teacher=outputs.teacher_assignments[0].view(grid).cpu().numpy(),
         predicted=outputs.scd_logits[0].argmax(dim=-1).view(grid).cpu().numpy(),
     )
@@ -125,8 +129,24 @@ def load_pretraining_model(model_dir: str | os.PathLike) -> DiscovrForPreTrainin
     return model
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+@dataclass
+class ClusterMapsArguments:
+    """The `discovr-cluster-maps` options."""
+
+    model_dir: str = argument(
+        help="Pretrained DiscovrForPreTraining directory (discovr-pretrain's pretrained/).", positional=True
+    )
+    video: str = argument(help="Video file (.avi, .mp4).", positional=True)
+    output_dir: str = argument(help="Folder to write the maps into.")
+    seed: int = argument(0, help="Seed of the masks drawn for the forward pass.")
+    formats: list[str] = argument(["png"], help="Formats of the grid.", choices=["png", "svg"])
+    gif: bool = argument(True, help="Write the animated GIF.")
+    device: str | None = argument(None, help="Torch device such as 'cuda:0' or 'cpu'; None picks cuda when available.")
+
+
+def build_parser() -> DiscovrArgumentParser:
+    return DiscovrArgumentParser(
+        ClusterMapsArguments,
         prog="discovr-cluster-maps",
         description=__doc__.split("\n\n")[0],
         epilog=(
@@ -134,26 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
             "the image teacher's and the video decoder's prototype of every token overlaid, and "
             "<video stem>_cluster_maps.gif, one frame per clip frame."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "model_dir", help="Pretrained DiscovrForPreTraining directory (discovr-pretrain's pretrained/)."
-    )
-    parser.add_argument("video", help="Video file (.avi, .mp4).")
-    parser.add_argument("--output_dir", required=True, help="Folder to write the maps into.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the masks drawn for the forward pass.")
-    parser.add_argument("--formats", nargs="+", choices=["png", "svg"], default=["png"], help="Formats of the grid.")
-    parser.add_argument("--no_gif", action="store_true", help="Do not write the animated GIF.")
-    parser.add_argument(
-        "--device", default=None, help="Torch device such as 'cuda:0' or 'cpu'; None picks cuda when available."
-    )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """`discovr-cluster-maps`."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def run() -> int:
@@ -162,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         processor = DiscovrVideoProcessor.from_pretrained(args.model_dir)
         try:
             paths = write_cluster_maps(
-                model, processor, args.video, args.output_dir, seed=args.seed, gif=not args.no_gif,
+                model, processor, args.video, args.output_dir, seed=args.seed, gif=args.gif,
                 formats=tuple(args.formats),
             )
         except VideoDecodeError as error:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import torch
 from transformers import VideoMAEConfig, VideoMAEForVideoClassification, VideoMAEVideoProcessor, pipeline
@@ -17,27 +15,11 @@ from discovr import (
     DiscovrVideoClassificationPipeline,
     DiscovrVideoProcessor,
 )
-from discovr_testing import tiny_config_kwargs
+from discovr_testing import INTENSITY_STEP, STRIDE, tiny_config_kwargs, write_ramp_video
+from discovr.video_processing_discovr import read_video
 
 
-NUM_VIDEO_FRAMES = 40
-# Frame i of the test videos is uniformly grey at INTENSITY_STEP * i, so a decoded pixel tells its frame index.
-INTENSITY_STEP = 6
-STRIDE = 3
 CLASSES = ["normal", "reduced", "severe"]
-
-
-def write_ramp_video(path: Path, codec: str, num_frames: int = NUM_VIDEO_FRAMES, size: int = 32) -> Path:
-    """A video whose frame i is uniformly INTENSITY_STEP * i (MJPEG AVI or H.264 MP4: near-lossless on flat grey)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=25)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-        for index in range(num_frames):
-            frame = np.full((size, size, 3), INTENSITY_STEP * index, dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-    return path
 
 
 def save_discovr_classifier(directory: Path, **config_overrides) -> Path:
@@ -172,6 +154,23 @@ def test_a_list_of_videos_is_batched_like_single_calls(classifier, videos):
 def test_invalid_clips_are_rejected(regressor, videos):
     with pytest.raises(ValueError, match="clips must be"):
         regressor(str(videos["avi"]), clips=0)
+    with pytest.raises(ValueError, match="spatial_crops must be a positive integer"):
+        regressor(str(videos["avi"]), spatial_crops=0)
+
+
+def test_spatial_crops_are_averaged_with_the_clips(regressor, videos):
+    frames, _ = read_video(videos["avi"])
+    wide = torch.cat((frames, 255 - frames), dim=-1)  # 32 x 64: the two square halves differ
+    items = list(regressor.preprocess(wide, clips=2, spatial_crops=3))
+    assert [item["clip_start"] for item in items] == [0, 0, 0, 30, 30, 30]
+    expected = regressor.video_processor.decode_clips(wide, clips=2, spatial_crops=3).clips()
+    torch.testing.assert_close(torch.cat([item["pixel_values"] for item in items]), expected, rtol=0, atol=0)
+    left, right = expected[0], expected[2]
+    assert not torch.equal(left, right)
+    with torch.no_grad():
+        logits = regressor.model(pixel_values=expected).logits
+    result = regressor(wide, clips=2, spatial_crops=3, return_clip_starts=True)
+    assert result["predictions"][0]["score"] == pytest.approx(logits.mean().item(), abs=1e-5)
 
 
 def test_processor_with_other_clip_length_is_rejected(tmp_path):

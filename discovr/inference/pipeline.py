@@ -19,8 +19,8 @@ from transformers.pipelines.base import ChunkPipeline, no_collate_fn
 from transformers.pipelines.pt_utils import PipelineChunkIterator, PipelineIterator, PipelinePackIterator
 from transformers.utils import logging
 
-from .clips import aggregate_clip_logits, load_video_clips
-from .video_processing_discovr import ClipSampling
+from .prediction import aggregate_clip_logits
+from ..video_processing_discovr import ClipSampling
 
 
 logger = logging.get_logger(__name__)
@@ -89,12 +89,17 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
         top_k: int | None = None,
         function_to_apply: str | None = None,
         clips: ClipSampling | str | int | None = None,
+        spatial_crops: int | None = None,
         return_clip_starts: bool | None = None,
     ) -> tuple[dict, dict, dict]:
         _, _, postprocess_params = super()._sanitize_parameters(top_k=top_k, function_to_apply=function_to_apply)
         preprocess_params = {}
         if clips is not None:
             preprocess_params["clips"] = ClipSampling.parse(clips)
+        if spatial_crops is not None:
+            if isinstance(spatial_crops, bool) or not isinstance(spatial_crops, int) or spatial_crops < 1:
+                raise ValueError(f"spatial_crops must be a positive integer, got {spatial_crops!r}")
+            preprocess_params["spatial_crops"] = spatial_crops
         if return_clip_starts is not None:
             postprocess_params["return_clip_starts"] = return_clip_starts
         return preprocess_params, {}, postprocess_params
@@ -110,6 +115,10 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
             clips (`str` or `int`, *optional*, defaults to `"center"`):
                 Clips averaged per video: `"center"`, `"random"`, `"all"`, `"uniform:K"` or an integer K; see the
                 class docstring for where they start.
+            spatial_crops (`int`, *optional*, defaults to 1):
+                Test-time spatial crops per clip, averaged with the clips: the shorter side resized to the model's
+                size and that many square crops spread along the longer side (VideoMAE's protocol; on square
+                videos they coincide). 1 resizes the whole frame, as training does.
             top_k (`int`, *optional*, defaults to 5):
                 Labels returned per video (at most `num_labels`; an LVEF model has one).
             function_to_apply (`str`, *optional*):
@@ -126,10 +135,10 @@ class DiscovrVideoClassificationPipeline(VideoClassificationPipeline, ChunkPipel
         """
         return super().__call__(inputs, **kwargs)
 
-    def preprocess(self, video, clips: ClipSampling = CENTER) -> Iterator[dict[str, Any]]:
+    def preprocess(self, video, clips: ClipSampling = CENTER, spatial_crops: int = 1) -> Iterator[dict[str, Any]]:
         if isinstance(video, os.PathLike):
             video = os.fspath(video)
-        video_clips = load_video_clips(self.video_processor, video, clips)
+        video_clips = self.video_processor.decode_clips(video, clips, spatial_crops=spatial_crops)
         starts, clips = video_clips.starts, video_clips.clips().to(self.dtype)
         for index, start in enumerate(starts):
             yield {"pixel_values": clips[index : index + 1], "clip_start": start, "is_last": index == len(starts) - 1}

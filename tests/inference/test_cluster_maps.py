@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrVideoProcessor
-from discovr.cluster_maps import compute_cluster_assignments, main
+from discovr.inference.cluster_maps import compute_cluster_assignments, main
 from discovr.video_processing_discovr import read_video
 from discovr_testing import tiny_config_kwargs
 

@@ -8,9 +8,8 @@ import torch
 
 from discovr import DiscovrVideoProcessor
 from discovr.data import load_echonet_dynamic
-from discovr.clips import (
+from discovr.inference.prediction import (
     aggregate_clip_logits,
-    load_video_clips,
     predict_video,
     predict_videos,
 )
@@ -73,7 +72,7 @@ def test_clip_modes(identity_processor, clips, starts, clip_means, average):
 
 def test_short_video_repeats_its_last_frame(identity_processor):
     # 5 frames cannot hold a 7-frame span: one clip from 0 with frames 0, 2, 4, 4 -> mean 2.5.
-    clips = load_video_clips(identity_processor, ramp_video(5), clips="all")
+    clips = identity_processor.decode_clips(ramp_video(5), clips="all")
     assert clips.starts == [0]
     assert clips.clips().shape == (1, 4, 3, 8, 8)
     torch.testing.assert_close(clips.clips()[0, :, 0, 0, 0], torch.tensor([0.0, 2.0, 4.0, 4.0]))
@@ -82,7 +81,7 @@ def test_short_video_repeats_its_last_frame(identity_processor):
 
 
 def test_only_needed_frames_are_processed(identity_processor):
-    clips = load_video_clips(identity_processor, ramp_video(40), clips="uniform:2")
+    clips = identity_processor.decode_clips(ramp_video(40), clips="uniform:2")
     # Starts 0 and 33: frames 0, 2, 4, 6 and 33, 35, 37, 39.
     assert clips.starts == [0, 33]
     assert clips.frames.shape[0] == 8
@@ -107,8 +106,10 @@ def test_bad_clips_are_rejected(identity_processor):
 
 
 def test_random_clips_draw_from_the_generator(identity_processor):
-    draws = {load_video_clips(identity_processor, ramp_video(40), "random",
-                              generator=torch.Generator().manual_seed(seed)).starts[0] for seed in range(20)}
+    draws = {
+        identity_processor.decode_clips(ramp_video(40), "random", generator=torch.Generator().manual_seed(seed)).starts[0]
+        for seed in range(20)
+    }
     assert len(draws) > 3 and all(0 <= start <= 33 for start in draws)
 
 
@@ -124,3 +125,33 @@ def test_video_files_match_decoded_frames(synthetic_echonet):
         assert prediction.starts == expected.starts
         assert prediction.starts == ClipSampling.parse("uniform:5").starts(metadata.total_num_frames, 4, 2)
         torch.testing.assert_close(prediction.clip_logits, expected.clip_logits)
+
+
+def column_video(num_frames: int, height: int, width: int) -> np.ndarray:
+    """Grayscale THW video whose pixel (t, y, x) is 100 t + x: every column says where a crop took it from."""
+    columns = np.arange(width, dtype=np.float32)[None, None, :] + 100 * np.arange(num_frames, dtype=np.float32)[:, None, None]
+    return np.broadcast_to(columns, (num_frames, height, width)).copy()
+
+
+def test_spatial_crops_tile_the_longer_side(identity_processor):
+    # Shorter side 8 = the processor's size, so no resampling: 3 crops of 8 columns at offsets 0, 4, 8 of 16.
+    clips = identity_processor.decode_clips(column_video(10, 8, 16), clips="uniform:2", spatial_crops=3)
+    assert clips.starts == [0, 0, 0, 3, 3, 3] and clips.crops == [0, 1, 2, 0, 1, 2]
+    pixel_values = clips.clips()
+    assert pixel_values.shape == (6, 4, 3, 8, 8)
+    for clip, (start, offset) in enumerate(zip(clips.starts, [0, 4, 8] * 2)):
+        expected = 100 * torch.arange(start, start + 7, 2, dtype=torch.float32)[:, None] + torch.arange(offset, offset + 8)
+        torch.testing.assert_close(pixel_values[clip, :, 0, 0, :], expected)
+    # Portrait frames are cropped along their height.
+    portrait = identity_processor.decode_clips(column_video(10, 8, 16).transpose(0, 2, 1).copy(), spatial_crops=2)
+    torch.testing.assert_close(portrait.clips()[1, 0, 0, :, 0], 100.0 + torch.arange(8, 16, dtype=torch.float32))
+
+
+def test_spatial_crops_average_with_the_clips(identity_processor):
+    prediction = predict_video(MeanPixelModel(), identity_processor, column_video(10, 8, 16), "center", spatial_crops=3)
+    # The centre clip starts at 1 (frames 1, 3, 5, 7: 400 on average); the crops' column means are 3.5, 7.5, 11.5.
+    torch.testing.assert_close(prediction.clip_logits[:, 0], torch.tensor([403.5, 407.5, 411.5]))
+    torch.testing.assert_close(prediction.output, torch.tensor([407.5]))
+    assert prediction.crops == [0, 1, 2]
+    with pytest.raises(ValueError, match="spatial_crops"):
+        identity_processor.decode_clips(ramp_video(10), spatial_crops=0)

@@ -12,115 +12,34 @@ clips are gathered from them by index.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .video_processing_discovr import ClipSampling, DiscovrVideoProcessor, sample_clip_indices
+from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor, VideoClips, VideoLike
 
 
 logger = logging.getLogger(__name__)
 
-VideoLike = str | os.PathLike | np.ndarray | torch.Tensor
-"""A video file, or decoded frames laid out THW, TCHW or THWC (uint8, or float on the 0-255 scale)."""
-
-
-@dataclass
-class VideoClips:
-    """
-    The processed frames of one video and the clips to take from them.
-
-    Attributes:
-        frames: processed frames `(num_decoded, C, H, W)`, only those that some clip uses.
-        clip_index: `(num_clips, num_frames)` positions in `frames` of each clip's frames.
-        starts: start frame (in the source video) of each clip.
-        num_video_frames: frames in the source video.
-    """
-
-    frames: torch.Tensor
-    clip_index: torch.Tensor
-    starts: list[int]
-    num_video_frames: int
-
-    @property
-    def num_clips(self) -> int:
-        return len(self.starts)
-
-    def clips(self, selection: slice | Sequence[int] = slice(None)) -> torch.Tensor:
-        """`pixel_values` of the selected clips: `(n, num_frames, C, H, W)`."""
-        return self.frames[self.clip_index[selection]]
-
-
-def load_video_clips(
-    processor: DiscovrVideoProcessor, video: VideoLike, clips: ClipSampling | str | int = "all",
-    generator: torch.Generator | None = None,
-) -> VideoClips:
-    """
-    Decode and process the clips of one video that `clips` asks for (a [`ClipSampling`] or its string form).
-
-    Clip length, stride, size, normalisation and sector masking come from `processor`; `"center"` honours a fixed
-    `start` saved with it, as its own evaluation clip does. A file is decoded with the processor's decoder
-    (`processor.fetch_videos`), which raises `VideoDecodeError` naming the file. `generator` draws `"random"` starts.
-    """
-    num_frames, frame_stride = processor.num_frames, processor.frame_stride
-    sampling = ClipSampling.parse(clips)
-
-    def needed_frames(total: int) -> tuple[list[int], list[int]]:
-        if sampling.kind == "center":
-            # The processor's own evaluation clip, so a fixed `start` saved with it is honoured.
-            starts = [processor.clip_start(total, do_random_start=False)]
-        else:
-            starts = sampling.starts(total, num_frames, frame_stride, generator)
-        frames = sorted({i for start in starts for i in sample_clip_indices(total, num_frames, frame_stride, start)})
-        return starts, frames
-
-    if isinstance(video, (str, os.PathLike)):
-        chosen: dict[str, list[int]] = {}
-
-        def sample_indices_fn(metadata, **kwargs) -> list[int]:
-            chosen["starts"], chosen["frames"] = needed_frames(metadata.total_num_frames)
-            return chosen["frames"]
-
-        decoded, metadata = processor.fetch_videos(os.fspath(video), sample_indices_fn)
-        total, starts, frame_ids = metadata.total_num_frames, chosen["starts"], chosen["frames"]
-    elif isinstance(video, (np.ndarray, torch.Tensor)):
-        if video.ndim not in (3, 4):
-            raise ValueError(f"A video array must be THW, TCHW or THWC, got shape {tuple(video.shape)}")
-        total = int(video.shape[0])
-        if total == 0:
-            raise ValueError("Got a video array with no frames")
-        starts, frame_ids = needed_frames(total)
-        decoded = video[frame_ids]
-    else:
-        raise ValueError(f"A video must be a file path or a frame array, got {type(video).__name__}")
-
-    pixel_values = processor(decoded, do_sample_frames=False, return_tensors="pt")["pixel_values"][0]
-    position = {frame: i for i, frame in enumerate(frame_ids)}
-    clip_index = torch.tensor(
-        [[position[i] for i in sample_clip_indices(total, num_frames, frame_stride, start)] for start in starts],
-        dtype=torch.long,
-    )
-    return VideoClips(frames=pixel_values, clip_index=clip_index, starts=starts, num_video_frames=total)
-
-
 class _ClipDataset(Dataset):
     """Videos to `VideoClips`, so that decoding runs in `DataLoader` workers."""
 
-    def __init__(self, processor: DiscovrVideoProcessor, videos: Sequence[VideoLike], clips: ClipSampling):
+    def __init__(
+        self, processor: DiscovrVideoProcessor, videos: Sequence[VideoLike], clips: ClipSampling, spatial_crops: int
+    ):
         self.processor = processor
         self.videos = videos
         self.clips = clips
+        self.spatial_crops = spatial_crops
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, index: int) -> VideoClips:
-        return load_video_clips(self.processor, self.videos[index], self.clips)
+        return self.processor.decode_clips(self.videos[index], self.clips, spatial_crops=self.spatial_crops)
 
 
 def iter_video_clips(
@@ -130,10 +49,12 @@ def iter_video_clips(
     num_workers: int = 0,
     progress: bool = True,
     description: str = "videos",
+    spatial_crops: int = 1,
 ) -> Iterator[VideoClips]:
-    """Yield [`VideoClips`] for each video, in order, decoding in `num_workers` background processes."""
+    """Yield [`VideoClips`] for each video, in order, decoding in `num_workers` background processes (see
+    [`DiscovrVideoProcessor.decode_clips`] for `clips` and `spatial_crops`)."""
     loader = DataLoader(
-        _ClipDataset(processor, videos, ClipSampling.parse(clips)), batch_size=None, shuffle=False,
+        _ClipDataset(processor, videos, ClipSampling.parse(clips), spatial_crops), batch_size=None, shuffle=False,
         num_workers=num_workers,
     )
     yield from tqdm(loader, total=len(videos), desc=description, unit="video", disable=not progress)
@@ -184,11 +105,13 @@ class VideoPrediction:
         clip_logits: `(num_clips, num_labels)` raw model outputs per clip (EF in % for LVEF).
         output: the video-level output, see [`aggregate_clip_logits`] (EF for regression, probabilities otherwise).
         starts: start frame of each clip.
+        crops: spatial crop of each clip (all 0 without test-time crops).
     """
 
     clip_logits: torch.Tensor
     output: torch.Tensor
     starts: list[int]
+    crops: list[int]
 
     @property
     def num_clips(self) -> int:
@@ -209,7 +132,7 @@ def _logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]
 
 def predict_video(
     model: torch.nn.Module, processor: DiscovrVideoProcessor, video: VideoLike,
-    clips: ClipSampling | str | int = "all", batch_size: int = 16,
+    clips: ClipSampling | str | int = "all", batch_size: int = 16, spatial_crops: int = 1,
 ) -> VideoPrediction:
     """
     Per-clip and video-level predictions of a `DiscovrForVideoClassification` (or any model returning `logits`).
@@ -220,14 +143,16 @@ def predict_video(
         video: a video file or frame array.
         clips: which clips, a [`ClipSampling`] or its string form.
         batch_size: clips per forward pass.
+        spatial_crops: test-time spatial crops per clip (see [`DiscovrVideoProcessor.decode_clips`]).
     """
-    return _predict(model, load_video_clips(processor, video, clips), batch_size)
+    return _predict(model, processor.decode_clips(video, clips, spatial_crops=spatial_crops), batch_size)
 
 
 def _predict(model: torch.nn.Module, clips: VideoClips, batch_size: int) -> VideoPrediction:
     device = next(model.parameters()).device
     clip_logits = run_on_clips(_logits_fn(model), clips, batch_size, device)
-    return VideoPrediction(clip_logits, aggregate_clip_logits(clip_logits, _problem_type(model)), clips.starts)
+    output = aggregate_clip_logits(clip_logits, _problem_type(model))
+    return VideoPrediction(clip_logits, output, clips.starts, clips.crops)
 
 
 def predict_videos(
@@ -238,6 +163,7 @@ def predict_videos(
     batch_size: int = 16,
     num_workers: int = 0,
     progress: bool = True,
+    spatial_crops: int = 1,
 ) -> list[VideoPrediction]:
     """[`predict_video`] over many videos, decoding in `num_workers` background processes, with a progress bar."""
     was_training = model.training
@@ -246,7 +172,8 @@ def predict_videos(
         return [
             _predict(model, video_clips, batch_size)
             for video_clips in iter_video_clips(
-                processor, videos, clips, num_workers, progress, description=f"predict ({ClipSampling.parse(clips)})"
+                processor, videos, clips, num_workers, progress, description=f"predict ({ClipSampling.parse(clips)})",
+                spatial_crops=spatial_crops,
             )
         ]
     finally:
@@ -254,11 +181,9 @@ def predict_videos(
 
 
 __all__ = [
-    "VideoClips",
     "VideoPrediction",
     "aggregate_clip_logits",
     "iter_video_clips",
-    "load_video_clips",
     "predict_video",
     "predict_videos",
     "run_on_clips",
