@@ -9,6 +9,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForPreTraining,
+    AutoModelForSemanticSegmentation,
     AutoModelForVideoClassification,
     AutoVideoProcessor,
 )
@@ -17,6 +18,7 @@ from .configuration_discovr import DiscovrConfig
 from .masking_discovr import DiscovrMaskGenerator, DiscovrMasks
 from .modeling_discovr import (
     DiscovrForPreTraining,
+    DiscovrForSemanticSegmentation,
     DiscovrForVideoClassification,
     DiscovrModel,
     DiscovrPreTrainedModel,
@@ -30,6 +32,7 @@ AutoConfig.register(DiscovrConfig.model_type, DiscovrConfig)
 AutoModel.register(DiscovrConfig, DiscovrModel)
 AutoModelForPreTraining.register(DiscovrConfig, DiscovrForPreTraining)
 AutoModelForVideoClassification.register(DiscovrConfig, DiscovrForVideoClassification)
+AutoModelForSemanticSegmentation.register(DiscovrConfig, DiscovrForSemanticSegmentation)
 AutoVideoProcessor.register(DiscovrConfig, DiscovrVideoProcessor)
 
 # `auto_map` entries in saved configs let `trust_remote_code=True` load a model without this package.
@@ -37,6 +40,7 @@ DiscovrConfig.register_for_auto_class()
 DiscovrModel.register_for_auto_class("AutoModel")
 DiscovrForPreTraining.register_for_auto_class("AutoModelForPreTraining")
 DiscovrForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+DiscovrForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 DiscovrVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
 # DISCOVR models get the processor's strided clips and clip averaging; other video models keep the stock pipeline.
@@ -48,6 +52,7 @@ __all__ = [
     "DiscovrModel",
     "DiscovrForPreTraining",
     "DiscovrForVideoClassification",
+    "DiscovrForSemanticSegmentation",
     "DiscovrMaskGenerator",
     "DiscovrMasks",
     "DiscovrVideoProcessor",

@@ -8,11 +8,13 @@ from transformers.activations import ACT2FN
 
 # The classification head's losses (Transformers' `ForVideoClassification` loss); None infers one from the labels.
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+# The heads of `DiscovrForSemanticSegmentation`.
+SEGMENTATION_HEADS = ("linear", "light")
 
 
 class DiscovrConfig(PreTrainedConfig):
     r"""
-    Configuration of a DISCOVR model: the video encoder, its classification head, and every
+    Configuration of a DISCOVR model: the video encoder, its classification and segmentation heads, and every
     pretraining component (decoder, prototypes, image branch, DINO heads, losses, masking).
 
     Defaults reproduce the published ViT-B setting: 64 frames of 112x112 pixels, tubelets of
@@ -36,7 +38,8 @@ class DiscovrConfig(PreTrainedConfig):
         qkv_bias (`bool`, defaults to `True`): learnable query and value biases (the key bias is zero).
         use_mean_pooling (`bool`, defaults to `False`): classify from the mean of the patch tokens
             (with `fc_norm`) instead of the CLS token.
-        classifier_dropout (`float`, defaults to 0.0): dropout before the classifier.
+        classifier_dropout (`float`, defaults to 0.0): dropout before the classifier (of every head, segmentation
+            too).
         decoder_hidden_size (`int`, defaults to 384): decoder width.
         decoder_num_hidden_layers (`int`, defaults to 4): decoder depth.
         decoder_num_attention_heads (`int`, defaults to 6): decoder heads.
@@ -79,6 +82,15 @@ class DiscovrConfig(PreTrainedConfig):
         koleo_loss_weight (`float`, defaults to 0.0): weight of DINOv2's KoLeo regulariser on the student CLS
             tokens (video local views and image views), which spreads them apart; 0 (the published method) turns
             it off.
+        semantic_loss_ignore_index (`int`, defaults to 255): segmentation label of pixels (and whole frames)
+            without annotation, left out of the loss (Transformers' name, as in Segformer and BEiT).
+        segmentation_head (`str`, defaults to `"linear"`): head of `DiscovrForSemanticSegmentation`: `"linear"`
+            (the paper's probe: BatchNorm and a per-patch linear classifier) or `"light"` (two spatial 3x3
+            convolutions with BatchNorm and GELU, then the classifier), both at patch resolution.
+        segmentation_light_hidden_size (`int`, defaults to 256): width of the `"light"` head's convolutions.
+        freeze_backbone (`bool`, defaults to `True`): `DiscovrForSemanticSegmentation` trains its head only: the
+            encoder's parameters get `requires_grad=False` and it runs without a graph. `False` fine-tunes all
+            (or a PEFT adapter). Other models ignore it.
     """
 
     model_type = "discovr"
@@ -135,6 +147,10 @@ class DiscovrConfig(PreTrainedConfig):
         video_dino_loss_weight: float = 1.0,
         image_dino_loss_weight: float = 0.25,
         koleo_loss_weight: float = 0.0,
+        semantic_loss_ignore_index: int = 255,
+        segmentation_head: str = "linear",
+        segmentation_light_hidden_size: int = 256,
+        freeze_backbone: bool = True,
         **kwargs,
     ):
         self.image_size = image_size
@@ -191,6 +207,10 @@ class DiscovrConfig(PreTrainedConfig):
         self.video_dino_loss_weight = video_dino_loss_weight
         self.image_dino_loss_weight = image_dino_loss_weight
         self.koleo_loss_weight = koleo_loss_weight
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.segmentation_head = segmentation_head
+        self.segmentation_light_hidden_size = segmentation_light_hidden_size
+        self.freeze_backbone = freeze_backbone
         super().__init__(**kwargs)
         self.validate()
 
@@ -214,6 +234,7 @@ class DiscovrConfig(PreTrainedConfig):
             "sinkhorn_iterations", "image_hidden_size", "image_num_hidden_layers",
             "image_num_attention_heads", "image_intermediate_size", "dino_hidden_size",
             "dino_bottleneck_size", "dino_out_dim", "num_local_views", "dino_sinkhorn_iterations",
+            "segmentation_light_hidden_size",
         )
         for name in positive:
             value = getattr(self, name)
@@ -248,6 +269,10 @@ class DiscovrConfig(PreTrainedConfig):
                 problems.append(f"`{name}` must be an activation Transformers knows, got {getattr(self, name)!r}")
         if self.problem_type not in PROBLEM_TYPES:
             problems.append(f"`problem_type` must be one of {PROBLEM_TYPES}, got {self.problem_type!r}")
+        if self.segmentation_head not in SEGMENTATION_HEADS:
+            problems.append(f"`segmentation_head` must be one of {SEGMENTATION_HEADS}, got {self.segmentation_head!r}")
+        if not isinstance(self.semantic_loss_ignore_index, int) or isinstance(self.semantic_loss_ignore_index, bool):
+            problems.append(f"`semantic_loss_ignore_index` must be an integer, got {self.semantic_loss_ignore_index!r}")
         if self.dino_centering not in ("center", "sinkhorn_knopp"):
             problems.append(f"`dino_centering` must be 'center' or 'sinkhorn_knopp', got {self.dino_centering!r}")
         if not 0.0 <= self.dino_center_momentum <= 1.0:

@@ -1,4 +1,5 @@
-"""PyTorch DISCOVR models: the video encoder, its classification head and the pretraining objective."""
+"""PyTorch DISCOVR models: the video encoder, its classification and segmentation heads, and the pretraining
+objective."""
 
 from __future__ import annotations
 
@@ -306,16 +307,16 @@ class DiscovrPreTrainedModel(PreTrainedModel):
     _can_record_outputs = {"hidden_states": DiscovrLayer, "attentions": DiscovrSelfAttention}
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Truncated-normal Linear/Conv weights, unit LayerNorms, and every DISCOVR-specific tensor."""
+        """Truncated-normal Linear/Conv weights, unit LayerNorms and BatchNorms, and every DISCOVR-specific tensor."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv3d)):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm3d)):
             init.ones_(module.weight)
             init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm3d)):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)
@@ -444,6 +445,160 @@ class DiscovrForVideoClassification(DiscovrPreTrainedModel):
         return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+
+
+@dataclass
+class DiscovrSemanticSegmenterOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` are given):
+        Cross-entropy of the logits, upsampled to the labels' size, over the annotated pixels.
+    logits (`torch.FloatTensor` of shape `(batch_size, num_frames, num_labels, h, w)`):
+        Per-frame mask logits at patch resolution (`h = w = image_size // patch_size`); the frames of one tubelet
+        share theirs.
+    hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned with `output_hidden_states=True`):
+        The encoder blocks' input and outputs, `(batch_size, 1 + num_patches, hidden_size)` each.
+    attentions (`tuple(torch.FloatTensor)`, *optional*, returned with `output_attentions=True` under eager attention):
+        Each encoder block's attention weights.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class DiscovrLinearSegmentationHead(nn.Module):
+    """The paper's linear probe: BatchNorm over the patch-token channels, then a linear classifier per token (a 1x1
+    convolution)."""
+
+    def __init__(self, config: DiscovrConfig):
+        super().__init__()
+        # BatchNorm as in DINOv2's linear probe: trained on B*T'*h*w tokens, in eval a fixed affine map of the features.
+        self.batch_norm = nn.BatchNorm1d(config.hidden_size)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, T', h, w, hidden_size)` tokens -> `(B, T', num_labels, h, w)` logits."""
+        normed = self.batch_norm(patch_tokens.flatten(0, -2)).view(patch_tokens.shape)
+        return self.classifier(self.dropout(normed)).permute(0, 1, 4, 2, 3)
+
+
+class DiscovrLightSegmentationHead(nn.Module):
+    """A small convolutional decoder for comparison: two (1, 3, 3) convolutions with BatchNorm and GELU, then a 1x1
+    classifier, at patch resolution."""
+
+    def __init__(self, config: DiscovrConfig):
+        super().__init__()
+        width = config.segmentation_light_hidden_size
+        layers: list[nn.Module] = []
+        for width_in in (config.hidden_size, width):
+            # Spatial kernels only: the encoder's attention already mixes the whole clip in time, and zero padding
+            # along time would treat the first and last tubelets unlike the others.
+            layers += [
+                nn.Conv3d(width_in, width, kernel_size=(1, 3, 3), padding=(0, 1, 1), bias=False),
+                nn.BatchNorm3d(width),
+                nn.GELU(),
+            ]
+        self.layers = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Conv3d(width, config.num_labels, kernel_size=1)
+
+    def forward(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        """`(B, T', h, w, hidden_size)` tokens -> `(B, T', num_labels, h, w)` logits."""
+        features = self.layers(patch_tokens.permute(0, 4, 1, 2, 3))
+        return self.classifier(self.dropout(features)).transpose(1, 2)
+
+
+SEGMENTATION_HEAD_CLASSES = {"linear": DiscovrLinearSegmentationHead, "light": DiscovrLightSegmentationHead}
+
+
+class DiscovrForSemanticSegmentation(DiscovrPreTrainedModel):
+    """DISCOVR encoder with a per-frame mask head on the patch tokens (`config.segmentation_head`).
+
+    A tubelet's tokens serve all `tubelet_size` frames it spans: its logits are repeated along time, so every frame
+    gets logits `(num_labels, h, w)` at patch resolution and the labels of each frame are compared with them.
+
+    With `config.freeze_backbone` (the default, the paper's linear probe) the encoder's parameters get
+    `requires_grad=False` and, while none of them requires grad, it runs without building a graph. A PEFT adapter
+    on the encoder makes its own parameters trainable, so it trains either way; `freeze_backbone=False` fine-tunes
+    everything.
+    """
+
+    # Trainer must not pass `num_items_in_batch`: it would count labels against -100, not the ignore index.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: DiscovrConfig):
+        super().__init__(config)
+        if config.num_labels < 2:
+            raise ValueError(
+                "DiscovrForSemanticSegmentation needs `num_labels` >= 2 (background is a class), "
+                f"got {config.num_labels}"
+            )
+        self.num_labels = config.num_labels
+        self.discovr = DiscovrModel(config)
+        self.decode_head = SEGMENTATION_HEAD_CLASSES[config.segmentation_head](config)
+        self.post_init()
+        self.apply_backbone_freeze()
+
+    def tie_weights(self, *args, **kwargs) -> None:
+        # `from_pretrained` re-creates every loaded parameter with requires_grad=True, then ties weights: the one
+        # hook after loading, so the backbone is frozen again here.
+        super().tie_weights(*args, **kwargs)
+        self.apply_backbone_freeze()
+
+    def apply_backbone_freeze(self) -> None:
+        """Under `config.freeze_backbone`, take the encoder's parameters out of training."""
+        if self.config.freeze_backbone:
+            self.discovr.requires_grad_(False)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> DiscovrSemanticSegmenterOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, num_frames, height, width)`, *optional*):
+            Class index of every pixel of every frame, at any resolution (the logits are upsampled to it);
+            `config.semantic_loss_ignore_index` marks pixels, or whole frames, without annotation.
+        """
+        check_forward_kwargs(type(self).__name__, kwargs)
+        if labels is not None and (labels.dim() != 4 or tuple(labels.shape[:2]) != tuple(pixel_values.shape[:2])):
+            raise ValueError(
+                "`labels` must have shape (batch_size, num_frames, height, width) = "
+                f"({', '.join(map(str, pixel_values.shape[:2]))}, H, W), got {tuple(labels.shape)}"
+            )
+        backbone_trains = torch.is_grad_enabled() and any(p.requires_grad for p in self.discovr.parameters())
+        with torch.set_grad_enabled(backbone_trains):
+            outputs = self.discovr(pixel_values, **kwargs)
+        side = self.config.image_size // self.config.patch_size
+        patch_tokens = outputs.last_hidden_state[:, 1:].unflatten(1, (-1, side, side))
+        segmented = self.segment_patch_tokens(patch_tokens, labels)
+        return DiscovrSemanticSegmenterOutput(
+            loss=segmented.loss, logits=segmented.logits, hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def segment_patch_tokens(
+        self, patch_tokens: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> DiscovrSemanticSegmenterOutput:
+        """The head and the loss on patch tokens `(B, T', h, w, hidden_size)`: what `forward` runs after the
+        backbone, and what a frozen-feature benchmark runs on cached tokens of any encoder."""
+        config = self.config
+        logits = self.decode_head(patch_tokens).repeat_interleave(config.tubelet_size, dim=1)
+        loss = None
+        if labels is not None:
+            labels = labels.long()  # masks often arrive as uint8
+            annotated = (labels != config.semantic_loss_ignore_index).sum()
+            # Summed over the annotated pixels and divided by their count: Transformers' mean, and 0 (not NaN, still
+            # with a graph) for a batch without annotation. In float32, as the sum runs over every pixel of the clips.
+            loss = self.loss_function(
+                logits.flatten(0, 1).float(), labels.flatten(0, 1), ignore_index=config.semantic_loss_ignore_index,
+                num_items_in_batch=annotated.clamp_min(1),
+            )
+        return DiscovrSemanticSegmenterOutput(loss=loss, logits=logits)
 
 
 def visible_positions(bool_masked_pos: torch.Tensor, num_visible: int) -> torch.Tensor:
@@ -883,4 +1038,6 @@ __all__ = [
     "DiscovrForPreTraining",
     "DiscovrForPreTrainingOutput",
     "DiscovrForVideoClassification",
+    "DiscovrForSemanticSegmentation",
+    "DiscovrSemanticSegmenterOutput",
 ]

@@ -10,9 +10,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ChannelDimension,
+    PILImageResampling,
+    SizeDict,
+    infer_channel_dimension_format,
+)
 from transformers.processing_utils import Unpack, VideosKwargs
-from transformers.utils import TensorType, logging
+from transformers.utils import ModelOutput, TensorType, logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoInput, VideoMetadata, group_videos_by_shape, reorder_videos
 
@@ -87,6 +94,27 @@ def random_clip_start(
     return int(torch.randint(high, (1,), generator=generator).item())
 
 
+def covering_clip_start(num_video_frames: int, num_frames: int, frame_stride: int, frame: int) -> int:
+    """
+    Start of the clip that samples `frame`, with `frame` as near the clip's middle as the video allows.
+
+    Segmentation needs a given frame (an annotated one, or every frame) among a clip's sampled frames, so the start
+    keeps `frame`'s phase modulo `frame_stride`. When no whole clip can sample `frame` (a video shorter than the
+    clip, or a frame near the end whose phase no whole clip reaches), the clip starts as early as still reaches
+    `frame` and runs past the end, repeating the last frame as a short video's clip does.
+    """
+    _check_clip_args(num_video_frames, num_frames, frame_stride)
+    if not 0 <= frame < num_video_frames:
+        raise ValueError(f"frame must be in [0, {num_video_frames - 1}] for a {num_video_frames}-frame video, got {frame}")
+    last_start = max_clip_start(num_video_frames, num_frames, frame_stride)
+    most_steps_back = min(num_frames - 1, frame // frame_stride)
+    steps_back = min(num_frames // 2, most_steps_back)
+    if frame - steps_back * frame_stride > last_start:
+        needed = -(-(frame - last_start) // frame_stride)  # the fewest steps back to a start where the clip fits
+        steps_back = min(needed, most_steps_back)
+    return frame - steps_back * frame_stride
+
+
 @dataclass(frozen=True)
 class ClipSampling:
     """
@@ -97,14 +125,29 @@ class ClipSampling:
     from a uniformly random start: training), `"all"` (every start at which a whole clip fits: EchoNet-Dynamic's
     test-time averaging), `"uniform:K"` (K starts spread evenly from the first to the last such start), or an
     integer K (`"center"` for 1, `"uniform:K"` otherwise).
+
+    Segmentation adds `ClipSampling.covering(frames)` (built in code, not parsed): clips that together sample every
+    frame of `frames` (every frame of the video when `None`), each placed by [`covering_clip_start`].
     """
 
     kind: str
     count: int = 1
+    frames: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("center", "random", "all", "uniform") or self.count < 1:
+        if self.kind not in ("center", "random", "all", "uniform", "covering") or self.count < 1:
             raise ValueError(f"Not a clip sampling: kind {self.kind!r}, count {self.count}")
+        if self.frames is not None and self.kind != "covering":
+            raise ValueError(f"Only 'covering' clips take frames, got kind {self.kind!r}")
+
+    @classmethod
+    def covering(cls, frames: Sequence[int] | None = None) -> ClipSampling:
+        """Clips that sample every frame of `frames` (every frame of the video when `None`)."""
+        if frames is not None:
+            frames = tuple(sorted({int(frame) for frame in frames}))
+            if not frames:
+                raise ValueError("covering clips need at least one frame")
+        return cls("covering", frames=frames)
 
     @classmethod
     def parse(cls, value: ClipSampling | str | int) -> ClipSampling:
@@ -123,6 +166,8 @@ class ClipSampling:
         )
 
     def __str__(self) -> str:
+        if self.kind == "covering":
+            return "covering:" + ("every frame" if self.frames is None else ",".join(map(str, self.frames)))
         return f"uniform:{self.count}" if self.kind == "uniform" else self.kind
 
     def starts(
@@ -134,10 +179,28 @@ class ClipSampling:
             return [centered_clip_start(num_video_frames, num_frames, frame_stride)]
         if self.kind == "random":
             return [random_clip_start(num_video_frames, num_frames, frame_stride, generator)]
+        if self.kind == "covering":
+            return self._covering_starts(num_video_frames, num_frames, frame_stride)
         last_start = max_clip_start(num_video_frames, num_frames, frame_stride)
         if self.kind == "all":
             return list(range(last_start + 1))
         return sorted(set(np.linspace(0, last_start, self.count).round().astype(int).tolist()))
+
+
+    def _covering_starts(self, num_video_frames: int, num_frames: int, frame_stride: int) -> list[int]:
+        """Greedy cover: the first frame no chosen clip samples yet gets its covering clip, until none is left."""
+        wanted = range(num_video_frames) if self.frames is None else self.frames
+        outside = [frame for frame in wanted if frame >= num_video_frames]
+        if outside:
+            raise ValueError(f"frames {outside} are past the end of a {num_video_frames}-frame video")
+        starts: list[int] = []
+        covered: set[int] = set()
+        for frame in wanted:
+            if frame not in covered:
+                start = covering_clip_start(num_video_frames, num_frames, frame_stride, frame)
+                starts.append(start)
+                covered.update(sample_clip_indices(num_video_frames, num_frames, frame_stride, start))
+        return sorted(starts)
 
 
 VideoLike = str | os.PathLike | np.ndarray | torch.Tensor
@@ -156,6 +219,8 @@ class VideoClips:
         starts: start frame (in the source video) of each clip.
         crops: spatial crop of each clip (0 to `num_spatial_crops - 1`).
         num_video_frames: frames in the source video.
+        frame_size: `(height, width)` of the source video's frames, as decoded (before any `frame_transform`).
+        fps: the source video's frame rate (`None` for frame arrays).
     """
 
     frames: torch.Tensor
@@ -163,6 +228,8 @@ class VideoClips:
     starts: list[int]
     crops: list[int]
     num_video_frames: int
+    frame_size: tuple[int, int] | None = None
+    fps: float | None = None
 
     @property
     def num_clips(self) -> int:
@@ -591,6 +658,7 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
 
             decoded, metadata = self.fetch_videos(os.fspath(video), sample_indices_fn)
             total, starts, frame_ids = metadata.total_num_frames, chosen["starts"], chosen["frames"]
+            frame_size, fps = tuple(decoded.shape[-2:]), metadata.fps
             if frame_transform is not None:
                 decoded = frame_transform(decoded)
         elif isinstance(video, (np.ndarray, torch.Tensor)):
@@ -603,12 +671,19 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
                 raise ValueError("frame_transform applies to decoded files, not to frame arrays")
             starts, frame_ids = needed_frames(total)
             decoded = video[frame_ids]
+            frame = _as_video(decoded)[0]
+            channels_first = video.ndim == 3 or infer_channel_dimension_format(np.asarray(frame)) == ChannelDimension.FIRST
+            frame_size, fps = tuple(frame.shape[-2:] if channels_first else frame.shape[:2]), None
         else:
             raise ValueError(f"A video must be a file path or a frame array, got {type(video).__name__}")
-        return {"decoded": decoded, "frame_ids": frame_ids, "starts": starts, "total": total}
+        return {
+            "decoded": decoded, "frame_ids": frame_ids, "starts": starts, "total": total, "frame_size": frame_size,
+            "fps": fps,
+        }
 
     def _gather_clips(
-        self, frames: torch.Tensor, spatial_crops: int, frame_ids: list[int], starts: list[int], total: int
+        self, frames: torch.Tensor, spatial_crops: int, frame_ids: list[int], starts: list[int], total: int,
+        frame_size: tuple[int, int], fps: float | None,
     ) -> VideoClips:
         """`VideoClips` of processed `frames` (`spatial_crops` copies of the frames `frame_ids`, crop by crop)."""
         position = {frame: i for i, frame in enumerate(frame_ids)}
@@ -626,6 +701,8 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
             starts=[start for start in starts for _ in range(spatial_crops)],
             crops=[crop for _ in starts for crop in range(spatial_crops)],
             num_video_frames=total,
+            frame_size=(int(frame_size[0]), int(frame_size[1])),
+            fps=fps,
         )
 
     def _spatial_crops(self, decoded, spatial_crops: int) -> torch.Tensor:
@@ -643,6 +720,35 @@ class DiscovrVideoProcessor(BaseVideoProcessor):
         else:
             crops = [resized[..., offset : offset + crop_size] for offset in offsets]
         return torch.cat(crops)
+
+    def post_process_semantic_segmentation(
+        self, outputs: ModelOutput, target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """
+        Per-frame label maps from the output of [`DiscovrForSemanticSegmentation`], one `(T, H, W)` long tensor per
+        video: the argmax over classes of the logits, bilinearly upsampled first to `target_sizes[i]` (the `(H, W)`
+        of video i, e.g. its frames' size) when given, at the logits' patch resolution otherwise.
+        """
+        logits = outputs.logits
+        if logits.dim() != 5:
+            raise ValueError(
+                "`outputs.logits` must have shape (batch_size, num_frames, num_labels, height, width), got "
+                f"{tuple(logits.shape)}"
+            )
+        if target_sizes is None:
+            return list(logits.max(dim=2).indices)
+        if len(target_sizes) != len(logits):
+            raise ValueError(
+                f"`target_sizes` must hold one (height, width) per video: got {len(target_sizes)} for a batch of "
+                f"{len(logits)}"
+            )
+        return [
+            # `max(...).indices` is argmax with the same first-maximum rule, about 10x faster over the class axis.
+            torch.nn.functional.interpolate(
+                video_logits, size=tuple(int(side) for side in size), mode="bilinear", align_corners=False
+            ).max(dim=1).indices
+            for video_logits, size in zip(logits, target_sizes, strict=True)
+        ]
 
 
 def _as_video(video):

@@ -15,6 +15,7 @@ from discovr.video_processing_discovr import (
     VideoDecodeError,
     ClipSampling,
     compute_mean_std,
+    covering_clip_start,
     random_clip_start,
     sample_clip_indices,
 )
@@ -69,6 +70,42 @@ def test_clip_sampling_vocabulary_and_starts():
     assert min(draws) >= 0 and max(draws) <= 10 and len(set(draws)) > 3
     again = [random_clip_start(20, 4, 3, generator=torch.Generator().manual_seed(s)) for s in range(30)]
     assert draws == again
+
+
+def test_covering_clips_sample_every_frame_asked_for():
+    # Every frame of every video length, clip length and stride is sampled by its covering clip, nearest the middle
+    # that the video allows.
+    for total in range(1, 50):
+        for num_frames in (1, 2, 4, 16):
+            for stride in (1, 2, 3):
+                for frame in range(total):
+                    start = covering_clip_start(total, num_frames, stride, frame)
+                    indices = sample_clip_indices(total, num_frames, stride, start)
+                    assert frame in indices, (total, num_frames, stride, frame)
+                starts = ClipSampling.covering().starts(total, num_frames, stride)
+                covered = {i for start in starts for i in sample_clip_indices(total, num_frames, stride, start)}
+                assert covered == set(range(total)) and starts == sorted(set(starts))
+    # 16 frames at stride 3 in 200 frames: frame 100 sits in the middle (slot 8) of its clip.
+    assert sample_clip_indices(200, 16, 3, covering_clip_start(200, 16, 3, 100)).index(100) == 8
+    assert ClipSampling.covering([30, 31]).starts(200, 16, 3) == [6, 7]
+    assert str(ClipSampling.covering([5, 1])) == "covering:1,5" and str(ClipSampling.covering()) == "covering:every frame"
+    with pytest.raises(ValueError, match="past the end"):
+        ClipSampling.covering([40]).starts(40, 4, 3)
+    with pytest.raises(ValueError, match="clips must be"):
+        ClipSampling.parse("covering")  # built in code only, never a --clips value
+    with pytest.raises(ValueError, match="Only 'covering' clips take frames"):
+        ClipSampling("all", frames=(1,))
+
+
+def test_decoded_clips_know_the_source_frame_size_and_rate(ffmpeg_video):
+    path, _ = ffmpeg_video
+    clips = DiscovrVideoProcessor(num_frames=4, frame_stride=2).decode_clips(path, "center")
+    assert clips.frame_size == (48, 64) and clips.fps == pytest.approx(50.0)
+    frames = np.zeros((10, 30, 20), np.uint8)
+    processor = DiscovrVideoProcessor(num_frames=4, frame_stride=2)
+    for video in (frames, frames[..., None].repeat(3, -1), torch.from_numpy(frames)[:, None].repeat(1, 3, 1, 1)):
+        clips = processor.decode_clips(video, "center")
+        assert clips.frame_size == (30, 20) and clips.fps is None
 
 
 def test_file_frames_match_torchcodec_at_stride_and_start(ffmpeg_video):
