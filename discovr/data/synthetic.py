@@ -326,10 +326,12 @@ def make_synthetic_echonet(
     Each video is an apical view: a fan-shaped sector on black, Rayleigh speckle, a bright myocardial wall around a
     dark LV cavity that contracts over cardiac cycles of random rate and phase, and static right-heart and atrial
     pools. EDV and ESV are the method-of-discs volumes of the traced ED and ES cavities, and EF follows from them.
-    `SyntheticGroundTruth.csv` holds the per-frame cavity area and volume, the cycle the video shows.
-    `Masks/<FileName>.npz` holds `labels`, the ground-truth label map of every frame, `(T, H, W)` uint8 in CAMUS's
-    classes (`LABEL_*`: 0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium; 0 outside the sector): the
-    cavity of frame t is `labels[t] == 1`, the same geometry as its tracings and `CavityArea`.
+    `SyntheticGroundTruth.csv` holds the per-frame cavity area (`CavityArea`) and contraction, the cycle the video
+    shows. `Masks/<FileName>.npz` holds `labels`, the ground-truth label map of every frame, `(T, H, W)` uint8 in
+    CAMUS's classes (`LABEL_*`: 0 background, 1 LV cavity, 2 LV myocardium, 3 left atrium; 0 outside the sector):
+    the cavity of frame t is `labels[t] == 1`, the same geometry as its tracings and `CavityArea` where the cavity
+    lies inside the sector. Where the sector cuts it, the mask is cut too, while EF, the tracings and `CavityArea`
+    keep the whole cavity, so EF computed from the masks of those videos comes out lower.
 
     The output depends only on the arguments: the same seed writes the same files.
 

@@ -2,7 +2,8 @@
 
 Everything here is plain numpy so that training code, plotting and notebooks can use it
 without importing `evaluate`. The `evaluate` module in `lvef/lvef.py` wraps
-`regression_metrics` and `bootstrap_ci`; `load_lvef_metric` loads it offline by path.
+`regression_metrics` and `bootstrap_ci`; `load_lvef_metric` loads it offline by path. Segmentation overlap
+(Dice, IoU) lives in `segmentation`, wrapped by `dice/dice.py` and loaded by `load_segmentation_metric`.
 """
 
 from __future__ import annotations
@@ -32,22 +33,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_IGNORE_INDEX",
     "DEFAULT_NUM_BOOTSTRAP",
     "HFREF_THRESHOLD",
     "METRIC_NAMES",
     "LVEF_METRIC_PATH",
+    "SEGMENTATION_METRIC_NAMES",
+    "SEGMENTATION_METRIC_PATH",
+    "SegmentationScores",
     "accuracy",
     "balanced_accuracy",
     "binary_auroc",
     "bootstrap_auroc_ci",
     "bootstrap_ci",
     "bootstrap_macro_f1_ci",
+    "bootstrap_segmentation_ci",
     "classification_metrics",
     "confusion_matrix",
+    "dice_iou",
     "load_lvef_metric",
+    "load_segmentation_metric",
     "macro_f1",
     "regression_metrics",
     "roc_curve",
+    "segmentation_metrics",
 ]
 
 HFREF_THRESHOLD = 50.0
@@ -323,3 +332,16 @@ def load_lvef_metric(**kwargs: Any) -> evaluate.EvaluationModule:
     import evaluate
 
     return evaluate.load(str(LVEF_METRIC_PATH), **kwargs)
+
+
+# Last, because the segmentation metrics reuse the bootstrap defined above.
+from .segmentation import (  # noqa: E402
+    DEFAULT_IGNORE_INDEX,
+    SEGMENTATION_METRIC_NAMES,
+    SEGMENTATION_METRIC_PATH,
+    SegmentationScores,
+    bootstrap_segmentation_ci,
+    dice_iou,
+    load_segmentation_metric,
+    segmentation_metrics,
+)
