@@ -10,7 +10,7 @@ import pytest
 from discovr import convert_discovr_original_to_hf
 from discovr.inference import cluster_maps, predict
 from discovr.data import prepare, synthetic
-from discovr.training import evaluate_representations, finetune, pretrain
+from discovr.training import evaluate_representations, finetune, pretrain, segment
 
 SCRIPTS = {
     "discovr-pretrain": pretrain.main,
@@ -21,6 +21,7 @@ SCRIPTS = {
     "discovr-convert": convert_discovr_original_to_hf.main,
     "discovr-prepare": prepare.main,
     "discovr-synth": synthetic.main,
+    "discovr-segment": segment.main,
 }
 
 
@@ -71,17 +72,26 @@ CASES = {
     ("discovr-prepare", "path"): ("{missing} {out}", "missing"),
     ("discovr-prepare", "manifest"): ("{archive} {out} --labels {bad_csv}", "bad_csv"),
     ("discovr-synth", "path"): ("{text}/videos --num_videos 2", "text"),
+    ("discovr-segment", "path"): (
+        "train --data_root {missing} --output_dir {out} --model_name_or_path {encoder}", "missing"),
+    ("discovr-segment", "model"): ("train --data_root {data} --output_dir {out} --model_name_or_path {empty}", "empty"),
+    ("discovr-segment", "manifest"): (
+        "train --data_root {bad_root} --output_dir {out} --model_name_or_path {encoder}", "bad_root"),
+    # An encoder has no segmentation head: its masks would come from random weights.
+    ("discovr-segment", "encoder only"): ("predict {encoder} {video} --output_dir {out}", "encoder"),
 }
 
 
 @pytest.mark.parametrize("script, wrong", sorted(CASES), ids=[f"{s}-{w}" for s, w in sorted(CASES)])
 def test_user_errors_are_one_line_with_status_2(script, wrong, places, capsys):
     template, named = CASES[script, wrong]
-    assert SCRIPTS[script](template.format(**places).split()) == 2
+    argv = template.format(**places).split()
+    assert SCRIPTS[script](argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     line = err.strip().splitlines()[-1]
-    assert line.startswith(f"{script}: error: "), err
+    prog = f"{script} {argv[0]}" if script == "discovr-segment" else script  # its subcommand names the program
+    assert line.startswith(f"{prog}: error: "), err
     assert str(places[named]) in line, line
 
 

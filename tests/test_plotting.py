@@ -283,3 +283,33 @@ def test_cluster_maps_accept_rgb_float_frames_and_reject_bad_shapes(tmp_path):
         plotting.plot_cluster_maps(
             frames, assignments, tmp_path / "maps.png", predicted_assignments=np.zeros((2, 4, 4), dtype=np.int64)
         )
+
+
+def test_area_curve_marks_the_detected_beats(tmp_path):
+    areas = 1000 + 200 * np.cos(np.arange(120) * 2 * np.pi / 50)
+    figure = plotting.area_curve_figure(areas, fps=50.0, ed_frames=[50, 100], es_frames=[75], beat_efs=[40.0])
+    ax = figure.axes[0]
+    ed, es = (collection.get_offsets() for collection in ax.collections)
+    np.testing.assert_allclose(ed, [[1.0, areas[50]], [2.0, areas[100]]])
+    np.testing.assert_allclose(es, [[1.5, areas[75]]])
+    assert [text.get_text() for text in ax.texts] == ["EF 40%"] and ax.get_xlabel() == "time (s)"
+    paths = plotting.plot_area_curve(areas, None, tmp_path / "area.png")
+    _assert_png(paths[0], _pixel_size(plotting.area_curve_figure(areas, None)))
+    assert plotting.area_curve_figure(areas, None).axes[0].get_xlabel() == "frame"
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        plotting.area_curve_figure(np.zeros((2, 2)), fps=50.0)
+
+
+def test_overlay_strip_tints_each_structure(tmp_path):
+    frame = np.full((20, 30), 100, np.uint8)
+    labels = np.zeros((20, 30), np.uint8)
+    labels[:5] = 1
+    labels[15:] = 3
+    image = plotting.segmentation.overlay_masks(frame, labels, alpha=0.5)
+    np.testing.assert_allclose(image[10, 10], [100 / 255] * 3)
+    np.testing.assert_allclose(image[0, 0], 0.5 * 100 / 255 + 0.5 * np.asarray(plotting.segmentation.STRUCTURE_COLORS[0]))
+    np.testing.assert_allclose(image[19, 0], 0.5 * 100 / 255 + 0.5 * np.asarray(plotting.segmentation.STRUCTURE_COLORS[2]))
+    paths = plotting.plot_overlay_strip([frame, frame], [labels, labels], ["ED", "ES"], tmp_path / "strip.png")
+    _assert_png(paths[0], _pixel_size(plotting.overlay_strip_figure([frame, frame], [labels, labels], ["ED", "ES"])))
+    with pytest.raises(ValueError, match="differ in size"):
+        plotting.segmentation.overlay_masks(frame, labels[:10])

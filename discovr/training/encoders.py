@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -60,4 +61,20 @@ def pretraining_encoder(model_dir: str | os.PathLike, encoder: str = "teacher") 
     return model.video_teacher if encoder == "teacher" else model.discovr
 
 
-__all__ = ["ENCODERS", "is_pretraining_folder", "load_complete", "pretraining_encoder"]
+def pretraining_encoder_under_head(
+    model_class: type, model_dir: str | os.PathLike, encoder: str, config_updates: dict[str, Any]
+) -> torch.nn.Module:
+    """A new `model_class` (a DISCOVR head model) on the video `encoder` of the `DiscovrForPreTraining` in
+    `model_dir`: the encoder's config with `config_updates`, its weights, and a new head. Loading the folder as the
+    head model directly would give the student (`base_model_prefix`)."""
+    source = pretraining_encoder(model_dir, encoder)
+    config = copy.deepcopy(source.config)
+    config.update(config_updates)
+    model = model_class(config)
+    model.discovr.load_state_dict(source.state_dict())
+    return model
+
+
+__all__ = [
+    "ENCODERS", "is_pretraining_folder", "load_complete", "pretraining_encoder", "pretraining_encoder_under_head",
+]

@@ -14,7 +14,6 @@ and a model card.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -55,7 +54,7 @@ from ..metrics import (
 from ..modeling_discovr import DiscovrForVideoClassification
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
 from .data_selection import TARGET_COLUMN, TASKS, DataSelection, Task, attach_targets
-from .encoders import Encoder, is_pretraining_folder, load_complete, pretraining_encoder
+from .encoders import Encoder, is_pretraining_folder, load_complete, pretraining_encoder_under_head
 from .model_card import CardResult, dataset_name, describe_size, model_reference, write_model_card
 from .presets import DEFAULT_FRAME_STRIDE, PRESETS, load_model_config, model_processor
 
@@ -227,13 +226,9 @@ def build_model(
         "label2id": {name: i for i, name in id2label.items()}, "use_mean_pooling": config.pooling == "mean",
     }
     if config.model_name_or_path is not None and is_pretraining_folder(config.model_name_or_path):
-        # The chosen video encoder of the pretraining model (the teacher by default), under a new head; loading the
-        # folder as a classifier would give the student (`base_model_prefix`).
-        encoder = pretraining_encoder(config.model_name_or_path, config.encoder)
-        model_config = copy.deepcopy(encoder.config)
-        model_config.update(labels)
-        model = DiscovrForVideoClassification(model_config)
-        model.discovr.load_state_dict(encoder.state_dict())
+        model = pretraining_encoder_under_head(
+            DiscovrForVideoClassification, config.model_name_or_path, config.encoder, labels
+        )
         logger.info("Fine-tuning the video %s of %s", config.encoder, config.model_name_or_path)
     elif config.model_name_or_path is not None:
         model = load_classification_model(

@@ -75,10 +75,11 @@ def render_model_card(
     results: Sequence[CardResult] = (),
     base_model: str | None = None,
     training: str = "",
+    task_type: str = "video-classification",
 ) -> str:
     """The model card as Markdown with YAML metadata (see [`write_model_card`])."""
     eval_results = [
-        EvalResult(task_type="video-classification", task_name=task, dataset_type=dataset_type, dataset_name=dataset,
+        EvalResult(task_type=task_type, task_name=task, dataset_type=dataset_type, dataset_name=dataset,
                    dataset_split="test", metric_type=result.metric_type, metric_value=round(result.test, 6),
                    metric_name=result.name)
         for result in results if not math.isnan(result.test)

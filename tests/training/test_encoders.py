@@ -1,4 +1,5 @@
-"""`--encoder teacher|student`: which video encoder of a `DiscovrForPreTraining` folder fine-tuning and evaluation use."""
+"""`--encoder teacher|student`: which video encoder of a `DiscovrForPreTraining` folder fine-tuning, segmentation and
+evaluation use."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from discovr import DiscovrConfig
 from discovr.modeling_discovr import DiscovrForPreTraining
 from discovr.training.encoders import is_pretraining_folder, pretraining_encoder
 from discovr.training.evaluate_representations import load_encoder
+from discovr.training import segment
 from discovr.training.finetune import FinetuneConfig, build_model
 
 from discovr_testing import tiny_config_kwargs
@@ -54,6 +56,14 @@ def test_evaluation_and_fine_tuning_take_the_chosen_encoder(pretraining_dir, tmp
     assert_same_weights(classifier.discovr, expected)
     assert classifier.config.num_labels == 1 and classifier.config.problem_type == "regression"
     assert classifier.config.id2label == {0: "LVEF"} and classifier.config.use_mean_pooling
+    segmenter, _ = segment.build_model(
+        segment.SegmentTrainConfig(model_name_or_path=str(directory), data_root=str(tmp_path),
+                                   output_dir=str(tmp_path), encoder=encoder, head="light"),
+        label_names=("background", "lv_cavity"),
+    )
+    assert_same_weights(segmenter.discovr, expected)
+    assert segmenter.config.num_labels == 2 and segmenter.config.segmentation_head == "light"
+    assert not any(parameter.requires_grad for parameter in segmenter.discovr.parameters())
 
 
 def test_the_teacher_is_the_default(pretraining_dir):
