@@ -107,3 +107,22 @@ def test_usage(capsys):
         segment.main(["train", "--help"])
     assert exit_info.value.code == 0
     assert "--freeze" not in capsys.readouterr().out  # what trains is the one --mode option
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_full_and_lora_modes_train_the_encoder(mode, synthetic_echonet, tiny_encoder_dir, tmp_path):
+    output = tmp_path / mode
+    argv = [
+        "train", "--model_name_or_path", str(tiny_encoder_dir), "--data_root", str(synthetic_echonet),
+        "--output_dir", str(output), "--mode", mode, "--max_steps", "2", "--per_device_train_batch_size", "2",
+        "--num_workers", "0", "--num_bootstrap", "10", "--max_eval_videos", "1", "--learning_rate", "0.05",
+        "--disable_tqdm",
+    ]
+    assert segment.main(argv) == 0
+    model = DiscovrForSemanticSegmentation.from_pretrained(output)
+    encoder = DiscovrForSemanticSegmentation.from_pretrained(tiny_encoder_dir, num_labels=len(CAMUS_STYLE_LABELS))
+    query = "encoder.layer.0.attention.query.weight"
+    # LoRA is merged into the saved weights: a plain model whose attention moved; full fine-tuning moves it too.
+    assert not torch.equal(model.discovr.state_dict()[query], encoder.discovr.state_dict()[query])
+    assert not any("lora" in name for name in model.state_dict())
+    assert not model.config.freeze_backbone
