@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install ffmpeg test test-all demo bench bench-ssl clean
+.PHONY: install ffmpeg test test-all demo bench bench-ssl bench-seg clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: install
 # 2 CPU cores; finished runs are kept, so an interrupted run resumes).
 bench-ssl: install
 	$(PY) -m benchmarks.representation_quality
+
+# Segmentation probe on the encoders bench-ssl pretrained (about 5 min on 2 cores once they exist; with none, it
+# names the bench-ssl command that makes them).
+bench-seg: install
+	$(PY) -m benchmarks.segmentation_probe
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -133,11 +134,18 @@ def test_run_all_quick_requires_output() -> None:
         run_all.main(["--quick"])
 
 
-def test_representation_quality_quick(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def representation_quick(tmp_path_factory) -> tuple[dict, Path]:
+    """One `--quick` representation benchmark, whose encoders the segmentation probe reads too."""
+    output_dir = tmp_path_factory.mktemp("representation")
+    return run_quick("representation_quality", "--output_dir", str(output_dir), "--docs", "-"), output_dir
+
+
+def test_representation_quality_quick(representation_quick) -> None:
     """Every method (random init, DISCOVR and its ablations, VideoMAE) pretrains, is probed and fine-tuned."""
     from benchmarks import representation_quality
 
-    result = run_quick("representation_quality", "--output_dir", str(tmp_path), "--docs", "-")
+    result, tmp_path = representation_quick
     assert set(result["summary"]) == set(representation_quality.METHODS)
     for method, entry in result["summary"].items():
         for key in ("ridge_mae", "ridge_r2", "knn_macro_f1", "anomaly_auroc"):
@@ -193,3 +201,27 @@ def test_representation_quality_verdict_and_report(tmp_path) -> None:
     assert "| DISCOVR | 1 | 12.50 | 0.30 | 0.450 |" in text and "Not run" not in text
     text = "\n".join(render(args, summary, {}, machine, None, ["VideoMAE seed 2"]))
     assert "Not run for this report (`--report_only` over the finished runs): VideoMAE seed 2." in text
+
+
+def test_segmentation_probe_quick(representation_quick, tmp_path) -> None:
+    """The probe reads the representation benchmark's encoders and data, trains both heads and scores every method."""
+    from benchmarks import segmentation_probe
+
+    with pytest.raises(SystemExit, match="No pretrained encoders"):
+        segmentation_probe.main(["--quick", "--representation_dir", str(tmp_path / "none"), "--docs", "-"])
+    result = segmentation_probe.main([
+        "--quick", "--representation_dir", str(representation_quick[1]), "--output_dir", str(tmp_path / "probe"),
+        "--docs", "-",
+    ])
+    keys = {f"{method}/{head}" for method in segmentation_probe.METHODS for head in segmentation_probe.HEADS}
+    assert set(result["summary"]) == keys
+    for entry in result["summary"].values():
+        for structure in segmentation_probe.STRUCTURES:
+            dice, _ = entry[f"dice_all_frames_{structure}"]
+            assert 0.0 <= dice <= 1.0
+    # The heads train: their loss falls on the cached tokens.
+    for losses in result["training_losses"].values():
+        assert losses[-1] < losses[0]
+    assert (tmp_path / "probe" / "results.json").is_file()
+    lines = segmentation_probe.render(segmentation_probe.build_parser().parse_args([]), result, result["machine"])
+    assert sum(line.startswith("| ") for line in lines) == 1 + len(keys)  # the header and a row per head
