@@ -119,7 +119,11 @@ class SegmentPredictConfig:
     """The options of `discovr-segment predict`."""
 
     model_name_or_path: str = argument(help="A trained segmentation model folder.", positional=True)
-    inputs: list[str] = argument(help="Video or DICOM files, or folders of them.", positional=True, metavar="VIDEO_OR_DIR")
+    inputs: list[str] = argument(
+        help="Video or DICOM files, folders of them, or an EchoNet FileList.csv or DISCOVR CSV manifest (whose truth "
+        "columns are copied to the summary).",
+        positional=True, metavar="VIDEO_OR_DIR_OR_MANIFEST",
+    )
     output_dir: str = argument(help="Where the per-video CSVs, the summary CSV and the plots go.")
     regression_model: str | None = argument(
         None, help="An LVEF model (discovr-finetune) whose EF prediction is added to the summary beside the EF from "
