@@ -148,7 +148,10 @@ def make_step(
         if published:
             loss = published_control_flow_loss(model, pixel_values, masks, teacher_temperature)
         else:
-            output = model(pixel_values, masks=masks, teacher_temperature=teacher_temperature)
+            # As `discovr-pretrain` between logging steps: the reported swapped SCD direction is not computed.
+            output = model(
+                pixel_values, masks=masks, teacher_temperature=teacher_temperature, return_scd_swapped_loss=False
+            )
             loss = output.loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

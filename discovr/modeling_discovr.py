@@ -757,8 +757,9 @@ class DiscovrForPreTrainingOutput(ModelOutput):
         image_dino_loss_weight * image_dino_loss`.
     scd_loss (`torch.FloatTensor` of shape `()`):
         Cross-entropy of the decoder's prototype logits against the image teacher's Sinkhorn codes, over all tokens.
-    scd_swapped_loss (`torch.FloatTensor` of shape `()`):
+    scd_swapped_loss (`torch.FloatTensor` of shape `()`, *optional*):
         The swapped direction (image-teacher logits against the decoder's own Sinkhorn codes); reported, not trained.
+        None with `return_scd_swapped_loss=False`.
     video_dino_loss (`torch.FloatTensor` of shape `()`):
         DINO cross-entropy of the V local-view video students against the video teacher on the full clip.
     image_dino_loss (`torch.FloatTensor` of shape `()`):
@@ -925,6 +926,7 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
         masks: DiscovrMasks | None = None,
         teacher_temperature: float | None = None,
         generator: torch.Generator | None = None,
+        return_scd_swapped_loss: bool = True,
         **kwargs: Unpack[TransformersKwargs],
     ) -> DiscovrForPreTrainingOutput:
         r"""
@@ -940,6 +942,9 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
                 `config.dino_teacher_temperature`.
             generator (`torch.Generator`, *optional*):
                 CPU generator for the masks drawn when `masks` is None.
+            return_scd_swapped_loss (`bool`, *optional*, defaults to `True`):
+                Also compute the reported, untrained swapped SCD direction (a second Sinkhorn); training loops
+                ask for it on logging steps only. `False` leaves `scd_swapped_loss` None and changes nothing else.
 
         The centres are not touched here: call `update_centers` with the returned teacher means after the step.
         """
@@ -989,11 +994,13 @@ class DiscovrForPreTraining(DiscovrPreTrainedModel):
 
         scd_logits = self.prototype_scores(predictions).float() / config.scd_temperature
         scd_loss = nn.functional.cross_entropy(scd_logits.flatten(0, 1), scd_codes.flatten())
-        with torch.no_grad():
-            video_codes = sinkhorn(scd_logits.flatten(0, 1) * config.scd_temperature, *sinkhorn_args).argmax(dim=-1)
-            scd_swapped_loss = nn.functional.cross_entropy(
-                teacher_scores.flatten(0, 1) / config.scd_temperature, video_codes
-            )
+        scd_swapped_loss = None
+        if return_scd_swapped_loss:
+            with torch.no_grad():
+                video_codes = sinkhorn(scd_logits.flatten(0, 1) * config.scd_temperature, *sinkhorn_args).argmax(-1)
+                scd_swapped_loss = nn.functional.cross_entropy(
+                    teacher_scores.flatten(0, 1) / config.scd_temperature, video_codes
+                )
 
         video_teacher_probs = self.dino_teacher_targets(video_teacher_logits, self.video_center, teacher_temperature)
         image_teacher_probs = self.dino_teacher_targets(image_teacher_logits, self.image_center, teacher_temperature)

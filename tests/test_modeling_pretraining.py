@@ -357,6 +357,27 @@ def test_optimizer_steps_lower_the_loss():
     assert losses[-1] < losses[0]
 
 
+def test_swapped_scd_direction_is_optional_and_changes_nothing_else():
+    model = tiny_model()
+    clips = tiny_clips(model.config)
+    masks = model.mask_generator(clips.shape[0], torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    full = model(clips, masks=masks)
+    torch.manual_seed(1)
+    lean = model(clips, masks=masks, return_scd_swapped_loss=False)
+    assert lean.scd_swapped_loss is None and full.scd_swapped_loss is not None
+    for name, value in full.items():
+        if name != "scd_swapped_loss":
+            torch.testing.assert_close(getattr(lean, name), value, rtol=0, atol=0, msg=name)
+    full.loss.backward()
+    gradients = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    lean.loss.backward()
+    for name, p in model.named_parameters():
+        if name in gradients:
+            torch.testing.assert_close(p.grad, gradients[name], rtol=0, atol=0, msg=name)
+
+
 def test_bf16_autocast_losses_are_finite():
     model = tiny_model()
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -316,12 +316,15 @@ def pretrain(config: PretrainConfig) -> dict:
             step_values = schedules.at(state.global_step)
             with accelerator.accumulate(model):
                 unwrapped.normalize_prototypes()
+                logging_step = is_logging_step(state.global_step + 1, args.logging_steps, total_steps)
                 outputs = model(
                     pixel_values=batch["pixel_values"], masks=batch["masks"],
                     teacher_temperature=step_values["teacher_temperature"],
+                    # The swapped SCD direction is only reported: its second Sinkhorn runs on logging steps.
+                    return_scd_swapped_loss=logging_step,
                 )
                 _check_finite(outputs, state.global_step)
-                if accelerator.sync_gradients and is_logging_step(state.global_step + 1, args.logging_steps, total_steps):
+                if accelerator.sync_gradients and logging_step:
                     health = step_health(outputs, config.num_prototypes)
                 accelerator.backward(outputs.loss)
                 center_sums.append(torch.stack((outputs.video_teacher_mean, outputs.image_teacher_mean)).detach())
