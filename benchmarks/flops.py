@@ -42,7 +42,15 @@ def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
     return 2 * batch * heads * q_len * kv_len * (qk_dim + v_dim)
 
 
-CUSTOM_FLOP_FORMULAS = {_aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops}
+def _sdpa_cpu_backward_flops(grad_out_shape, query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """dV = Pᵀ dO, dP = dO Vᵀ, dQ = dS K, dK = dSᵀ Q: twice the forward's matmuls, as torch counts its GPU kernels."""
+    return 2 * _sdpa_cpu_flops(query_shape, key_shape, value_shape)
+
+
+CUSTOM_FLOP_FORMULAS = {
+    _aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+    _aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward_flops,
+}
 
 
 def analytic_forward_flops(shape: EncoderShape) -> int:

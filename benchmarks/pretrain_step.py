@@ -29,8 +29,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import add_common_args, apply_common_args, machine_info, ratio_summary, time_interleaved
+from benchmarks.flops import CUSTOM_FLOP_FORMULAS
 from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMasks
 from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
 
@@ -38,6 +40,8 @@ logger = logging.getLogger("benchmarks.pretrain_step")
 
 # The published code's image-DINO chunk and its loss factor (256 / chunk size).
 PUBLISHED_IMAGE_CHUNK = 1024
+# Side of the reference matmul for the FLOP limit: large enough to run near the machine's peak GEMM rate.
+MATMUL_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,16 @@ def make_step(
     return step
 
 
+def counted_step_flops(model: DiscovrForPreTraining, pixel_values: torch.Tensor, masks: DiscovrMasks) -> int:
+    """FLOPs of one port step's forward and backward, counted by `FlopCounterMode` (the optimiser, EMA and
+    centre updates are elementwise and not counted); the gradients it leaves are cleared."""
+    counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOP_FORMULAS)
+    with counter:
+        model(pixel_values, masks=masks, return_scd_swapped_loss=False).loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
 def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats: int) -> dict[str, object]:
     torch.manual_seed(0)
     config = shape.config()
@@ -190,7 +204,16 @@ def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats
             step()
             torch.cuda.synchronize(device)
             peak_memory[name] = torch.cuda.max_memory_allocated(device) / 2**20
+    step_flops = counted_step_flops(model, pixel_values, masks)
+    # The reference rate: a large matmul in the same process, timed interleaved with the steps (as
+    # benchmarks.flops does for the encoder), so a busy machine slows both alike.
+    matmul_size = 256 if shape.name == "toy" else MATMUL_SIZE
+    a, b = (torch.randn(matmul_size, matmul_size, device=device) for _ in range(2))
+    steps["matmul"] = lambda: torch.matmul(a, b)
     stats, times = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device)
+    matmul_stats = stats.pop("matmul")
+    matmul_gflops = 2 * matmul_size**3 / matmul_stats.median / 1e9
+    times.pop("matmul")
     if device.type != "cuda":
         peak_memory["process_max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -205,6 +228,11 @@ def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats
         "video_tokens_per_s": {name: tokens / s.median for name, s in stats.items()},
         "peak_memory_mib": peak_memory,
         "port_over_published": ratio_summary(times["port"], times["published_control_flow"]),
+        "gflop_per_step": step_flops / 1e9,
+        "port_gflops": step_flops / stats["port"].median / 1e9,
+        "matmul_gflops": matmul_gflops,
+        "matmul_size": matmul_size,
+        "flop_limit_fraction": step_flops / stats["port"].median / 1e9 / matmul_gflops,
     }
     for name, timing in results["timings"].items():
         if not math.isfinite(timing["median"]):

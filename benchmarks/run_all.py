@@ -230,7 +230,8 @@ def render_flops(result: dict) -> list[str]:
 
 def render_pretrain_step(result: dict) -> list[str]:
     lines = [f"Device: {result.get('device', 'cpu')}. Times: median (min–max) per optimiser step; ratio port / "
-             "published control flow (< 1: the port is faster).", ""]
+             "published control flow (< 1: the port is faster). FLOPs: one port step's forward and backward, counted "
+             "by `FlopCounterMode`; FLOP limit: the port's GFLOP/s over an N x N fp32 matmul's, timed interleaved.", ""]
     rows = []
     for row in result["results"]:
         memory = ", ".join(f"{k} {v:.0f} MiB" for k, v in row.get("peak_memory_mib", {}).items())
@@ -238,9 +239,13 @@ def render_pretrain_step(result: dict) -> list[str]:
             row["shape"], row["description"],
             "; ".join(f"{name} {fmt_stats(s)}" for name, s in row["timings"].items()),
             "; ".join(f"{name} {v:.3g}" for name, v in row["clips_per_s"].items()),
-            fmt_ratio(row["port_over_published"]), memory,
+            fmt_ratio(row["port_over_published"]),
+            f"{row['gflop_per_step']:.1f} GFLOP; {row['port_gflops']:.1f} GFLOP/s; "
+            f"**{row['flop_limit_fraction']:.0%}** of a {row['matmul_size']}² matmul's {row['matmul_gflops']:.1f}",
+            memory,
         ))
-    lines += table(("Size", "Configuration", "Step time", "Clips/s", "Port / published", "Peak memory"), rows)
+    lines += table(("Size", "Configuration", "Step time", "Clips/s", "Port / published", "FLOPs and FLOP limit",
+                    "Peak memory"), rows)
     return lines
 
 

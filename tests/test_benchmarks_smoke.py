@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
+import torch.utils.flop_counter
 
 from benchmarks import run_all
 from benchmarks.common import TimingStats, ratio_summary, time_interleaved
@@ -82,6 +84,29 @@ def test_pretrain_step(quick_results) -> None:
         for stats in row["timings"].values():
             assert_timing(stats)
         assert_ratio(row["port_over_published"])
+        assert set(row["timings"]) == {"port", "published_control_flow"}  # the reference matmul is not a step
+        assert row["gflop_per_step"] > 0 and row["matmul_gflops"] > 0
+        assert row["flop_limit_fraction"] == pytest.approx(row["port_gflops"] / row["matmul_gflops"])
+
+
+def test_flop_count_of_a_step_includes_attention_backward() -> None:
+    """The CPU SDPA backward has no built-in FLOP formula; without ours a step would undercount its attention."""
+    from benchmarks import flops, pretrain_step
+
+    shape = pretrain_step.SHAPES["toy"]
+    torch.manual_seed(0)
+    model = pretrain_step.DiscovrForPreTraining(shape.config()).train()
+    config = model.config
+    pixel_values = torch.randn(shape.batch_size, config.num_frames, 3, config.image_size, config.image_size)
+    masks = model.mask_generator(shape.batch_size, torch.Generator().manual_seed(0))
+    with_backward = pretrain_step.counted_step_flops(model, pixel_values, masks)
+    forward_only = dict(flops.CUSTOM_FLOP_FORMULAS)
+    forward_only.pop(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    counter = torch.utils.flop_counter.FlopCounterMode(display=False, custom_mapping=forward_only)
+    with counter:
+        model(pixel_values, masks=masks, return_scd_swapped_loss=False).loss.backward()
+    model.zero_grad(set_to_none=True)
+    assert with_backward > counter.get_total_flops() > 0
 
 
 def test_data_loading(quick_results) -> None:
