@@ -250,3 +250,13 @@ def test_segmentation_probe_quick(representation_quick, tmp_path) -> None:
     assert (tmp_path / "probe" / "results.json").is_file()
     lines = segmentation_probe.render(segmentation_probe.build_parser().parse_args([]), result, result["machine"])
     assert sum(line.startswith("| ") for line in lines) == 1 + len(keys)  # the header and a row per head
+
+
+def test_pretrain_memory_measures_a_step_in_its_own_process() -> None:
+    from benchmarks import pretrain_memory
+
+    peak = pretrain_memory.measure("tiny", batch=2, checkpointing=True)
+    assert peak["peak_rss_bytes"] > 100 * 2**20 and peak["parameters"] > 0
+    # 80 GiB budget, 20 GiB fixed, 3 GiB per clip: 20 clips fit, the 21st would not.
+    assert pretrain_memory.largest_batch(20 * 2**30, 3 * 2**30, 80 * 2**30) == 20
+    assert pretrain_memory.largest_batch(90 * 2**30, 3 * 2**30, 80 * 2**30) == 0
