@@ -136,10 +136,6 @@ class SegmentPredictConfig:
     disable_tqdm: bool = argument(False, help="No progress bars.")
 
 
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def build_model(
     config: SegmentTrainConfig, label_names: Sequence[str]
 ) -> tuple[DiscovrForSemanticSegmentation, DiscovrVideoProcessor]:
@@ -331,7 +327,7 @@ def _card_results(metrics: dict) -> list[CardResult]:
 
 def evaluate(config: SegmentEvaluateConfig) -> dict:
     """`discovr-segment evaluate`."""
-    model, processor = load_segmentation_model(config.model_name_or_path, _device(config.device))
+    model, processor = load_segmentation_model(config.model_name_or_path, config.device)
     data = segmentation_format(config.data_format).load(config.data_root)
     missing = [split for split in config.splits if split not in data or len(data[split]) == 0]
     if missing:
