@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, DistributedType, ProjectConfiguration, gather_object, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -99,6 +99,42 @@ def check_output_dir(output_dir: Path, required_bytes: int) -> None:
             f"{output_dir} has {free / 2**30:.2f} GiB free, but the checkpoints need about "
             f"{required_bytes / 2**30:.2f} GiB"
         )
+
+
+def _every_process(value: object) -> list:
+    """`value` of every process, in rank order (a collective: every process must call it)."""
+    return gather_object([value])
+
+
+def check_output_dir_shared(output_dir: Path) -> None:
+    """Every process must see what the main process wrote: checkpoints and the resume marker live there.
+
+    On several machines without a shared file system, each node would otherwise resume from its own (or no)
+    checkpoint and train apart. All processes take part, so they fail together instead of leaving the rest waiting.
+    """
+    sees = _every_process((output_dir / "pretrain_args.json").is_file())
+    if not all(sees):
+        blind = [rank for rank, seen in enumerate(sees) if not seen]
+        raise InputError(
+            f"processes {blind} cannot see {output_dir / 'pretrain_args.json'}, which the main process wrote: "
+            "--output_dir must be on a file system shared by every machine"
+        )
+
+
+def resume_checkpoint(output_dir: Path, requested: str) -> Path | None:
+    """The checkpoint to resume (`latest`: the newest complete one), the same on every process, or None."""
+    checkpoint = latest_checkpoint(output_dir) if requested == "latest" else Path(requested)
+    # Every process checks, then all fail together rather than leave the others waiting in a collective.
+    found = _every_process(None if checkpoint is None else (str(checkpoint.resolve()), checkpoint.is_dir()))
+    missing = [rank for rank, choice in enumerate(found) if choice is not None and not choice[1]]
+    if missing:
+        raise InputError(f"checkpoint {checkpoint} does not exist (on processes {missing})")
+    if len(set(found)) > 1:
+        raise InputError(
+            f"the processes would resume from different checkpoints (per rank: "
+            f"{[choice and choice[0] for choice in found]}); every machine must see the same {output_dir / 'checkpoints'}"
+        )
+    return checkpoint
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -217,6 +253,7 @@ def pretrain(config: PretrainConfig) -> dict:
         check_output_dir(output_dir, estimate_checkpoint_bytes(model, args.save_total_limit))
         (output_dir / "pretrain_args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2, sort_keys=True))
     accelerator.wait_for_everyone()
+    check_output_dir_shared(output_dir)
 
     processor = DiscovrVideoProcessor(
         num_frames=config.num_frames, frame_stride=args.frame_stride,
@@ -273,14 +310,10 @@ def pretrain(config: PretrainConfig) -> dict:
     )
     accelerator.register_for_checkpointing(state)
     if args.resume_from_checkpoint:
-        checkpoint = (
-            latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else Path(args.resume_from_checkpoint)
-        )
+        checkpoint = resume_checkpoint(output_dir, args.resume_from_checkpoint)
         if checkpoint is None:
             logger.warning("No checkpoint under %s/checkpoints: starting from scratch", output_dir)
         else:
-            if not checkpoint.is_dir():
-                raise InputError(f"checkpoint {checkpoint} does not exist")
             accelerator.load_state(str(checkpoint))
             if state.resumed_batch_layout not in (None, state.batch_layout):
                 # Another layout would skip the wrong samples of the epoch and stretch or shrink the schedules.
@@ -409,6 +442,9 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: TrainingS
     """`accelerator.save_state` (model, teachers, centres, optimiser, RNG states, counters), oldest pruned."""
     checkpoint = output_dir / "checkpoints" / f"step_{state.global_step}"
     accelerator.save_state(str(checkpoint))
+    # `save_state` returns on each process once its own files are written: the marker waits for all of them
+    # (every process's RNG state), or a machine killed meanwhile would leave a "complete" checkpoint without its part.
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         # The state file marks a complete checkpoint (`latest_checkpoint` skips folders without one), so it is
         # written last and renamed into place: a run killed while writing it leaves no truncated marker.

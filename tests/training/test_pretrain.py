@@ -30,21 +30,9 @@ from discovr.data.transforms import multi_scale_crop_box
 from discovr.training.schedules import PretrainSchedules
 
 from discovr_testing import tiny_config_kwargs
+from pretrain_launch import pretrain_args, read_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def pretrain_args(data_root, config_file, output_dir, *extra):
-    return [
-        "--data_root", str(data_root), "--config", str(config_file), "--output_dir", str(output_dir),
-        "--epochs", "4", "--warmup_epochs", "1", "--warmup_teacher_temperature_epochs", "2",
-        "--per_device_batch_size", "2", "--num_workers", "0", "--logging_steps", "1", "--frame_stride", "2",
-        "--seed", "0", *extra,
-    ]
-
-
-def read_log(output_dir):
-    return [json.loads(line) for line in (Path(output_dir) / "logs" / "pretrain_log.jsonl").read_text().splitlines()]
 
 
 def test_schedules_follow_the_configured_length():
@@ -295,47 +283,5 @@ def test_killed_run_resumes_to_the_same_weights(synthetic_echonet, tiny_config_f
     expected = load_file(tmp_path / "a" / "pretrained" / "model.safetensors")
     actual = load_file(tmp_path / "b" / "pretrained" / "model.safetensors")
     assert expected.keys() == actual.keys()
-    for key in expected:
-        torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch_two_processes(args, replica_log):
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), str(Path(__file__).with_name("pretrain_ddp_worker.py")), *args,
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "REPLICA_LOG": str(replica_log), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-
-
-@pytest.mark.distributed
-def test_two_processes_stay_in_sync_and_resume(synthetic_echonet, tiny_config_file, tmp_path):
-    common = ["--max_steps", "3", "--save_steps", "2", "--deterministic"]
-    _launch_two_processes(pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "ddp", *common),
-                          tmp_path / "replicas")
-    for rank in (0, 1):
-        checks = [json.loads(line) for line in (tmp_path / f"replicas.rank{rank}.jsonl").read_text().splitlines()]
-        assert len(checks) == 3 and all(c["world_size"] == 2 and c["identical"] for c in checks)
-    log = read_log(tmp_path / "ddp")
-    assert [row["step"] for row in log] == [1, 2, 3]
-
-    # Resuming the 2-process run from step 2 reproduces step 3 exactly.
-    _launch_two_processes(
-        pretrain_args(synthetic_echonet, tiny_config_file, tmp_path / "ddp_resumed", *common,
-                      "--resume_from_checkpoint", str(tmp_path / "ddp" / "checkpoints" / "step_2")),
-        tmp_path / "replicas_resumed",
-    )
-    expected = load_file(tmp_path / "ddp" / "pretrained" / "model.safetensors")
-    actual = load_file(tmp_path / "ddp_resumed" / "pretrained" / "model.safetensors")
     for key in expected:
         torch.testing.assert_close(actual[key], expected[key], atol=1e-6, rtol=1e-5, msg=key)
