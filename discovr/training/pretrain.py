@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 
 import torch
 from accelerate import Accelerator
@@ -189,16 +190,32 @@ UNSUPPORTED_DISTRIBUTED_TYPES = {
     ),
     DistributedType.FSDP: (
         "FSDP is refused: the teacher EMA and the prototype re-normalisation write into sharded parameters in "
-        "place and the export saves on the main process alone; this path is not made correct or tested yet. "
-        "Use DDP (docs/scaling.md)"
+        "place and the export saves on the main process alone, and it cannot be tested on a CPU, where Accelerate "
+        "does not apply FSDP (processes without a GPU run as MULTI_CPU, that is DDP). Use DDP (docs/scaling.md)"
     ),
 }
 
 
-def check_distributed_type(distributed_type: DistributedType) -> None:
-    """Raise `InputError` for a distributed type under which pretraining is not known to be correct."""
-    if distributed_type in UNSUPPORTED_DISTRIBUTED_TYPES:
-        raise InputError(UNSUPPORTED_DISTRIBUTED_TYPES[distributed_type])
+# Accelerate's launch flags for each refused type: on processes without a GPU, Accelerate ignores them and runs
+# MULTI_CPU (DDP) instead, so the request is refused from the flag (the run would not be what was asked for).
+REQUEST_FLAGS = {DistributedType.FSDP: "ACCELERATE_USE_FSDP", DistributedType.DEEPSPEED: "ACCELERATE_USE_DEEPSPEED"}
+
+
+def check_distributed_type(distributed_type: DistributedType, environ: Mapping[str, str] = os.environ) -> None:
+    """Raise `InputError` for a distributed type, asked for or in effect, under which pretraining is not known to be
+    correct."""
+    for refused, flag in REQUEST_FLAGS.items():
+        if distributed_type == refused or environ.get(flag, "false").lower() == "true":
+            raise InputError(UNSUPPORTED_DISTRIBUTED_TYPES[refused])
+
+
+def check_mixed_precision(mixed_precision: str, device_type: str) -> None:
+    """fp16 on a CPU would silently train in float32: Accelerate enables fp16 autocast only on GPU-like devices."""
+    if mixed_precision == "fp16" and device_type == "cpu":
+        raise InputError(
+            "--mixed_precision fp16 has no effect on a CPU (Accelerate enables fp16 autocast only on GPUs and "
+            "similar devices), so this run would be float32; use bf16 (CPU autocast) or no"
+        )
 
 
 def estimate_checkpoint_bytes(model: torch.nn.Module, save_total_limit: int) -> int:
@@ -229,6 +246,7 @@ def pretrain(config: PretrainConfig) -> dict:
         step_scheduler_with_optimizer=False,
     )
     check_distributed_type(accelerator.distributed_type)
+    check_mixed_precision(accelerator.mixed_precision, accelerator.device.type)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise InputError(
