@@ -167,12 +167,23 @@ def machine_info() -> dict[str, object]:
     return info
 
 
-def add_common_args(parser: argparse.ArgumentParser, warmup: int = 1, repeats: int = 5) -> None:
-    """The flags every benchmark shares: --quick, --warmup, --repeats, --threads, --verbose."""
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """fp32: no autocast; bf16: autocast to bfloat16 on `device` (weights stay fp32, as a user would run it)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def add_common_args(parser: argparse.ArgumentParser, warmup: int = 1, repeats: int = 5, device: bool = True) -> None:
+    """The flags every benchmark shares: --quick, --warmup, --repeats, --threads, --verbose, and --device where the
+    benchmark can run on a GPU."""
     parser.add_argument(
         "--quick", action="store_true",
         help="toy sizes and a single timed run: a smoke test of the code path, not a measurement",
     )
+    if device:
+        parser.add_argument("--device", type=torch.device, default=torch.device("cpu"),
+                            help="where to run: cpu (default) or cuda[:N]")
     parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed runs before timing (default {warmup})")
     parser.add_argument("--repeats", type=int, default=repeats, help=f"timed runs per workload (default {repeats})")
     parser.add_argument(
@@ -185,6 +196,9 @@ def add_common_args(parser: argparse.ArgumentParser, warmup: int = 1, repeats: i
 def apply_common_args(args: argparse.Namespace) -> None:
     """Set up logging and threads from the common flags; `--quick` forces 0 warmups and 1 timed run."""
     setup_logging(args.verbose)
+    device = getattr(args, "device", None)
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: no CUDA device is available to this process")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:

@@ -60,7 +60,7 @@ def opencv_clip(path: str, num_frames: int, frame_stride: int, mean: torch.Tenso
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Nine passes: single passes of this memory-bound workload swing by 1.5x on a shared 2-core machine.
-    add_common_args(parser, warmup=1, repeats=9)
+    add_common_args(parser, warmup=1, repeats=9, device=False)  # video decoding and augmentation run on the CPU
     parser.add_argument("--num-videos", type=int, default=40, help="synthetic videos to generate (default 40)")
     parser.add_argument("--batch-size", type=int, default=8, help="DataLoader batch size (default 8)")
     parser.add_argument("--data-dir", default=None, help="reuse (or create) the synthetic set here instead of a temp dir")

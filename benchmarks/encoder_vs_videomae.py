@@ -13,7 +13,6 @@ from the same process run. `--compile` also times `torch.compile(DiscovrModel)` 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from transformers import VideoMAEConfig, VideoMAEModel
 from benchmarks.common import (
     add_common_args,
     apply_common_args,
+    autocast,
     bf16_supported,
     machine_info,
     ratio_summary,
@@ -100,16 +100,9 @@ def build_models(shape: EncoderShape, seed: int = 0) -> tuple[DiscovrModel, Vide
     return discovr, videomae, pixel_values
 
 
-def autocast_context(precision: str) -> contextlib.AbstractContextManager:
-    """fp32: no autocast; bf16: CPU autocast to bfloat16 (weights stay fp32, as a user would run it)."""
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def make_runner(model: torch.nn.Module, pixel_values: torch.Tensor, precision: str) -> Callable[[], object]:
     def run() -> object:
-        with torch.inference_mode(), autocast_context(precision):
+        with torch.inference_mode(), autocast(pixel_values.device, precision):
             return model(pixel_values=pixel_values).last_hidden_state
 
     return run
@@ -121,9 +114,11 @@ def bench_shape(
     warmup: int,
     repeats: int,
     compile_model: bool = False,
+    device: torch.device = torch.device("cpu"),
 ) -> list[dict[str, object]]:
     """Time DISCOVR and VideoMAE (and the compiled DISCOVR, if asked) interleaved, at every precision."""
     discovr, videomae, pixel_values = build_models(shape)
+    discovr, videomae, pixel_values = discovr.to(device), videomae.to(device), pixel_values.to(device)
     compiled = torch.compile(discovr) if compile_model else None
     rows: list[dict[str, object]] = []
     for precision in precisions:
@@ -137,7 +132,7 @@ def bench_shape(
             runners["discovr_compiled"]()  # compile outside the timed and warmup runs
         logger.info("[%s/%s] timing %s: %d warmup + %d interleaved runs", shape.name, precision,
                     ", ".join(runners), warmup, repeats)
-        stats, times = time_interleaved(runners, warmup=warmup, repeats=repeats)
+        stats, times = time_interleaved(runners, warmup=warmup, repeats=repeats, device=device)
         row: dict[str, object] = {
             "shape": shape.name,
             "config": shape.describe(),
@@ -171,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-        help="fp32, and bf16 CPU autocast (bf16 is skipped, with a note, where the CPU lacks native bf16)",
+        help="fp32, and bf16 autocast (noted where the device lacks native bf16)",
     )
     parser.add_argument(
         "--compile", dest="compile_model", action="store_true",
@@ -188,13 +183,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     shapes = ["toy"] if args.quick else args.shapes
     notes: list[str] = []
     precisions = list(args.precisions)
-    if "bf16" in precisions and not bf16_supported("cpu"):
+    if "bf16" in precisions and not bf16_supported(args.device):
         # Still report it (the issue asks for it where supported); flag that it is emulated, hence slow.
-        notes.append("This CPU has no native bf16 (no AVX512-BF16/AMX): bf16 timings use emulated kernels.")
+        notes.append(f"{args.device} has no native bf16 (no AVX512-BF16/AMX on a CPU): bf16 timings use emulated "
+                     "kernels.")
     results: list[dict[str, object]] = []
     for name in shapes:
         results.extend(
-            bench_shape(SHAPES[name], precisions, args.warmup, args.repeats, args.compile_model)
+            bench_shape(SHAPES[name], precisions, args.warmup, args.repeats, args.compile_model, args.device)
         )
     for row in results:
         for name, timing in row["timings"].items():
@@ -203,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     return {
         "benchmark": "encoder_vs_videomae",
         "machine": machine_info(),
+        "device": str(args.device),
         "shapes": {name: asdict(SHAPES[name]) for name in shapes},
         "videomae_config": "VideoMAEConfig(use_mean_pooling=False, qv_bias=True, layer_norm_eps=1e-6, sdpa)",
         "warmup": args.warmup,

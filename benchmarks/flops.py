@@ -12,7 +12,6 @@ same process, so a busy or throttled machine slows both alike. Efficiency = forw
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import statistics
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import (
     add_common_args,
     apply_common_args,
+    autocast,
     bf16_supported,
     machine_info,
     time_interleaved,
@@ -75,28 +75,27 @@ def counted_forward_flops(model: torch.nn.Module, pixel_values: torch.Tensor) ->
 def profile_top_ops(
     model: torch.nn.Module, pixel_values: torch.Tensor, precision: str, limit: int = 10
 ) -> list[dict[str, object]]:
-    """torch.profiler self-CPU time of the `limit` costliest aten ops in one forward (the evidence of where
-    the time goes)."""
+    """torch.profiler self time of the `limit` costliest aten ops in one forward (the evidence of where the time
+    goes): CPU time on a CPU, kernel time on a GPU."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.inference_mode(), _autocast(precision):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+    on_gpu = pixel_values.device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
+    with torch.inference_mode(), autocast(pixel_values.device, precision):
+        with profile(activities=activities) as prof:
             model(pixel_values=pixel_values)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1.0
+            if on_gpu:
+                torch.cuda.synchronize(pixel_values.device)
+
+    def self_time(event) -> float:
+        return event.self_device_time_total if on_gpu else event.self_cpu_time_total
+
+    events = sorted(prof.key_averages(), key=self_time, reverse=True)
+    total = sum(self_time(e) for e in events) or 1.0
     return [
-        {
-            "op": e.key,
-            "self_ms": e.self_cpu_time_total / 1e3,
-            "share": e.self_cpu_time_total / total,
-            "calls": e.count,
-        }
+        {"op": e.key, "self_ms": self_time(e) / 1e3, "share": self_time(e) / total, "calls": e.count}
         for e in events[:limit]
     ]
-
-
-def _autocast(precision: str) -> contextlib.AbstractContextManager:
-    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def bench_precision(
@@ -110,13 +109,14 @@ def bench_precision(
 ) -> dict[str, object]:
     """Forward and reference matmul, interleaved; rates from medians and from paired rounds."""
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    device = pixel_values.device
     # The matmul runs directly in the target dtype: that is the best a bf16 GEMM can do, with no autocast cost.
-    a = torch.randn(matmul_size, matmul_size, dtype=dtype)
-    b = torch.randn(matmul_size, matmul_size, dtype=dtype)
+    a = torch.randn(matmul_size, matmul_size, dtype=dtype, device=device)
+    b = torch.randn(matmul_size, matmul_size, dtype=dtype, device=device)
     matmul_flops = 2 * matmul_size**3
 
     def forward() -> None:
-        with torch.inference_mode(), _autocast(precision):
+        with torch.inference_mode(), autocast(pixel_values.device, precision):
             model(pixel_values=pixel_values)
 
     def matmul() -> None:
@@ -125,7 +125,8 @@ def bench_precision(
 
     logger.info("[%s] timing forward and %d² matmul: %d warmup + %d interleaved runs",
                 precision, matmul_size, warmup, repeats)
-    stats, times = time_interleaved({"forward": forward, "matmul": matmul}, warmup=warmup, repeats=repeats)
+    stats, times = time_interleaved({"forward": forward, "matmul": matmul}, warmup=warmup, repeats=repeats,
+                                    device=device)
     forward_rates = [flops / t / 1e9 for t in times["forward"]]
     matmul_rates = [matmul_flops / t / 1e9 for t in times["matmul"]]
     paired = [f / m for f, m in zip(forward_rates, matmul_rates)]
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-        help="fp32, and bf16 CPU autocast (against a bf16 matmul); bf16 is skipped without native CPU support",
+        help="fp32, and bf16 autocast (against a bf16 matmul); bf16 is skipped where the device lacks native bf16",
     )
     parser.add_argument("--matmul-size", type=int, default=4096,
                         help="N of the N x N reference matmul (default 4096; 256 with --quick)")
@@ -178,13 +179,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     matmul_size = 256 if args.quick else args.matmul_size
     notes: list[str] = []
     precisions = list(args.precisions)
-    if "bf16" in precisions and not bf16_supported("cpu"):
+    if "bf16" in precisions and not bf16_supported(args.device):
         precisions.remove("bf16")
-        notes.append("bf16 skipped: this CPU has no native bf16 matmul (AVX512-BF16/AMX).")
+        notes.append(f"bf16 skipped: {args.device} has no native bf16 matmul (AVX512-BF16/AMX on a CPU).")
 
     torch.manual_seed(0)
-    model = DiscovrModel(discovr_config(shape)).eval()
-    pixel_values = torch.randn(shape.batch_size, shape.num_frames, 3, shape.image_size, shape.image_size)
+    model = DiscovrModel(discovr_config(shape)).eval().to(args.device)
+    pixel_values = torch.randn(shape.batch_size, shape.num_frames, 3, shape.image_size, shape.image_size,
+                               device=args.device)
     flops, per_op = counted_forward_flops(model, pixel_values)
     analytic = analytic_forward_flops(shape)
     logger.info("[%s] forward: %.1f GFLOP counted, %.1f GFLOP analytic", shape.name, flops / 1e9, analytic / 1e9)
@@ -196,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     return {
         "benchmark": "flops",
         "machine": machine_info(),
+        "device": str(args.device),
         "shape": shape.name,
         "config": shape.describe(),
         "flops": flops,

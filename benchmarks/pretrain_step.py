@@ -24,6 +24,7 @@ import argparse
 import logging
 import math
 import resource
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -31,10 +32,19 @@ import torch
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import add_common_args, apply_common_args, machine_info, ratio_summary, time_interleaved
+from benchmarks.common import (
+    add_common_args,
+    apply_common_args,
+    autocast,
+    bf16_supported,
+    machine_info,
+    ratio_summary,
+    time_interleaved,
+)
 from benchmarks.flops import CUSTOM_FLOP_FORMULAS
 from discovr import DiscovrConfig, DiscovrForPreTraining, DiscovrMasks
 from discovr.losses_discovr import dino_cross_entropy, dino_teacher_targets, sinkhorn
+from discovr.training.pretrain import build_optimizer
 
 logger = logging.getLogger("benchmarks.pretrain_step")
 
@@ -145,20 +155,23 @@ def make_step(
     pixel_values: torch.Tensor,
     masks: DiscovrMasks,
     published: bool,
+    precision: str = "fp32",
 ) -> Callable[[], object]:
+    """One optimiser step; under bf16 the forward and backward run in autocast, as `discovr-pretrain` runs them."""
     teacher_temperature = model.config.dino_teacher_temperature
 
     def step() -> None:
-        if published:
-            loss = published_control_flow_loss(model, pixel_values, masks, teacher_temperature)
-        else:
-            # As `discovr-pretrain` between logging steps: the reported swapped SCD direction is not computed.
-            output = model(
-                pixel_values, masks=masks, teacher_temperature=teacher_temperature, return_scd_swapped_loss=False
-            )
-            loss = output.loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with autocast(pixel_values.device, precision):
+            if published:
+                loss = published_control_flow_loss(model, pixel_values, masks, teacher_temperature)
+            else:
+                # As `discovr-pretrain` between logging steps: the reported swapped SCD direction is not computed.
+                output = model(
+                    pixel_values, masks=masks, teacher_temperature=teacher_temperature, return_scd_swapped_loss=False
+                )
+                loss = output.loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         optimizer.step()
         if not published:
             model.update_teachers(0.996)
@@ -168,47 +181,121 @@ def make_step(
     return step
 
 
-def counted_step_flops(model: DiscovrForPreTraining, pixel_values: torch.Tensor, masks: DiscovrMasks) -> int:
-    """FLOPs of one port step's forward and backward, counted by `FlopCounterMode` (the optimiser, EMA and
-    centre updates are elementwise and not counted); the gradients it leaves are cleared."""
+def step_flop_counts(model: DiscovrForPreTraining, pixel_values: torch.Tensor, masks: DiscovrMasks,
+                     precision: str = "fp32") -> dict[str, int]:
+    """FLOPs per aten op of one port step's forward and backward, counted by `FlopCounterMode` (the optimiser,
+    EMA and centre updates are elementwise and not counted); the gradients it leaves are cleared."""
     counter = FlopCounterMode(display=False, custom_mapping=CUSTOM_FLOP_FORMULAS)
-    with counter:
+    with counter, autocast(pixel_values.device, precision):
         model(pixel_values, masks=masks, return_scd_swapped_loss=False).loss.backward()
     model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
+    return {str(op): int(count) for op, count in counter.get_flop_counts()["Global"].items()}
 
 
-def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats: int) -> dict[str, object]:
+def counted_step_flops(model: DiscovrForPreTraining, pixel_values: torch.Tensor, masks: DiscovrMasks,
+                       precision: str = "fp32") -> int:
+    """Total FLOPs of one port step's forward and backward (`step_flop_counts` summed)."""
+    return sum(step_flop_counts(model, pixel_values, masks, precision).values())
+
+
+# Profiler op names -> the kind of work the time-share table reports.
+OP_GROUPS = {
+    "matrix multiplies (mm, addmm, bmm)": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "attention (SDPA forward and backward)": ("scaled_dot_product",),
+    "patch embedding (convolution forward and backward)": ("convolution",),
+    "optimiser (fused AdamW)": ("adamw", "Optimizer.step"),
+}
+OTHER_GROUP = "everything else (elementwise, softmax, norms, reductions, copies)"
+GEMM_FLOP_OPS = ("aten.mm", "aten.addmm", "aten.bmm")
+
+
+def op_group(name: str) -> str:
+    for group, patterns in OP_GROUPS.items():
+        if any(pattern in name for pattern in patterns):
+            return group
+    return OTHER_GROUP
+
+
+def profile_step(step: Callable[[], object], flops_per_op: dict[str, int], matmul_gflops: float,
+                 device: torch.device, steps: int = 3, top: int = 12) -> dict[str, object]:
+    """Where a step's time goes (torch.profiler self time, grouped and by op), and how fast its matrix multiplies
+    run on their own: their counted FLOPs over their profiled time, as a fraction of the reference matmul's rate."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
+    def self_time(event) -> float:
+        return event.self_device_time_total if on_gpu else event.self_cpu_time_total
+
+    events = [e for e in prof.key_averages() if self_time(e) > 0]
+    total = sum(self_time(e) for e in events)
+    groups: dict[str, float] = dict.fromkeys([*OP_GROUPS, OTHER_GROUP], 0.0)
+    for event in events:
+        groups[op_group(event.key)] += self_time(event) / total
+    gemm_seconds = sum(self_time(e) for e in events if e.key in OP_GROUPS["matrix multiplies (mm, addmm, bmm)"])
+    gemm_seconds = gemm_seconds / 1e6 / steps
+    gemm_flops = sum(count for op, count in flops_per_op.items() if op in GEMM_FLOP_OPS)
+    gemm_gflops = gemm_flops / gemm_seconds / 1e9 if gemm_seconds else float("nan")
+    ranked = sorted(events, key=self_time, reverse=True)[:top]
+    return {
+        "profiled_ms_per_step": total / 1e3 / steps,
+        "group_shares": groups,
+        "top_ops": [{"op": e.key, "self_ms": self_time(e) / 1e3 / steps, "share": self_time(e) / total,
+                     "calls": e.count / steps} for e in ranked],
+        "gemm_flop_share": gemm_flops / max(sum(flops_per_op.values()), 1),
+        "gemm_gflops": gemm_gflops,
+        "gemm_fraction_of_matmul": gemm_gflops / matmul_gflops,
+    }
+
+
+def bench_shape(shape: PretrainShape, device: torch.device, precision: str, warmup: int,
+                repeats: int, profile: bool = False, compile_model: bool = False) -> dict[str, object]:
     torch.manual_seed(0)
     config = shape.config()
     model = DiscovrForPreTraining(config).to(device).train()
-    optimizer = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05
-    )
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=0.05, device=device)  # as discovr-pretrain builds it
     generator = torch.Generator().manual_seed(0)
     pixel_values = torch.randn(
         shape.batch_size, config.num_frames, config.num_channels, config.image_size, config.image_size,
         generator=generator,
     ).to(device)
     masks = model.mask_generator(shape.batch_size, generator).to(device)
-    logger.info("pretrain_step %s: %s", shape.name, shape.describe())
+    logger.info("pretrain_step %s, %s on %s: %s", shape.name, precision, device, shape.describe())
 
     peak_memory: dict[str, float] = {}
     steps = {
-        name: make_step(model, optimizer, pixel_values, masks, published=name == "published_control_flow")
+        name: make_step(model, optimizer, pixel_values, masks, published=name == "published_control_flow",
+                        precision=precision)
         for name in ("port", "published_control_flow")
     }
+    compile_seconds = None
+    if compile_model:
+        # The same model and optimiser, its forward and backward compiled by inductor; compiled outside the timing.
+        logger.info("pretrain_step %s, %s: compiling the model with torch.compile", shape.name, precision)
+        steps["port_compiled"] = make_step(torch.compile(model), optimizer, pixel_values, masks, published=False,
+                                           precision=precision)
+        start = time.perf_counter()
+        steps["port_compiled"]()
+        compile_seconds = time.perf_counter() - start
     if device.type == "cuda":
         for name, step in steps.items():
             torch.cuda.reset_peak_memory_stats(device)
             step()
             torch.cuda.synchronize(device)
             peak_memory[name] = torch.cuda.max_memory_allocated(device) / 2**20
-    step_flops = counted_step_flops(model, pixel_values, masks)
-    # The reference rate: a large matmul in the same process, timed interleaved with the steps (as
-    # benchmarks.flops does for the encoder), so a busy machine slows both alike.
+    flops_per_op = step_flop_counts(model, pixel_values, masks, precision)
+    step_flops = sum(flops_per_op.values())
+    # The reference rate: a large matmul in the step's compute dtype, in the same process, timed interleaved with
+    # the steps (as benchmarks.flops does for the encoder), so a busy machine slows both alike.
     matmul_size = 256 if shape.name == "toy" else MATMUL_SIZE
-    a, b = (torch.randn(matmul_size, matmul_size, device=device) for _ in range(2))
+    matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = (torch.randn(matmul_size, matmul_size, device=device, dtype=matmul_dtype) for _ in range(2))
     steps["matmul"] = lambda: torch.matmul(a, b)
     stats, times = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device)
     matmul_stats = stats.pop("matmul")
@@ -220,6 +307,7 @@ def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats
     tokens = shape.batch_size * config.num_patches
     results: dict[str, object] = {
         "shape": shape.name,
+        "precision": precision,
         "description": shape.describe(),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "all_parameters": sum(p.numel() for p in model.parameters()),
@@ -234,6 +322,11 @@ def bench_shape(shape: PretrainShape, device: torch.device, warmup: int, repeats
         "matmul_size": matmul_size,
         "flop_limit_fraction": step_flops / stats["port"].median / 1e9 / matmul_gflops,
     }
+    if compile_model:
+        results["compile_seconds"] = compile_seconds
+        results["compiled_over_eager"] = ratio_summary(times["port_compiled"], times["port"])
+    if profile:
+        results["profile"] = profile_step(steps["port"], flops_per_op, matmul_gflops, device)
     for name, timing in results["timings"].items():
         if not math.isfinite(timing["median"]):
             raise RuntimeError(f"non-finite timing for {name} in {shape.name}")
@@ -251,7 +344,15 @@ def build_parser() -> argparse.ArgumentParser:
             f"{name}: {shape.describe()}" for name, shape in SHAPES.items()
         ),
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+        help="fp32 (default), and bf16 autocast of forward and backward (FLOP limit against a bf16 matmul)",
+    )
+    parser.add_argument("--compile", dest="compile_model", action="store_true",
+                        help="also time the port step with torch.compile(model) (inductor), compiled once first")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile 3 port steps: time share per kind of op, the costliest ops, and the "
+                        "matrix multiplies' own FLOP rate against the reference matmul")
     add_common_args(parser, warmup=1, repeats=5)
     return parser
 
@@ -261,15 +362,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, object]:
     args = build_parser().parse_args(argv)
     apply_common_args(args)
     shapes = ["toy"] if args.quick else args.shapes
-    device = torch.device(args.device)
+    notes = []
+    if "bf16" in args.precisions and not bf16_supported(args.device):
+        notes.append(f"{args.device} has no native bf16 (no AVX512-BF16/AMX on a CPU): bf16 runs emulated kernels.")
     return {
         "benchmark": "pretrain_step",
         "machine": machine_info(),
-        "device": str(device),
+        "device": str(args.device),
         "shapes": {name: asdict(SHAPES[name]) for name in shapes},
         "warmup": args.warmup,
         "repeats": args.repeats,
-        "results": [bench_shape(SHAPES[name], device, args.warmup, args.repeats) for name in shapes],
+        "notes": notes,
+        "results": [bench_shape(SHAPES[name], args.device, precision, args.warmup, args.repeats, args.profile,
+                                args.compile_model)
+                    for name in shapes for precision in args.precisions],
     }
 
 

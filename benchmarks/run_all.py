@@ -7,6 +7,13 @@ A benchmark that fails is reported in the document (and the exit status is 1); t
 
 `--quick` runs every benchmark at toy size for one iteration and must be given `--output`, so a smoke run
 never overwrites the committed results.
+
+`--device cuda` runs the GPU plan (`gpu_specs`): the model benchmarks on the GPU in fp32 and bf16 autocast with
+SDPA (PyTorch picks flash or memory-efficient kernels there), `torch.compile` for the encoder, larger matmul
+references and more timed rounds; data loading and DICOM conversion are CPU work and stay out of it. Its sections
+(`<NAME>_cuda`) and a GPU note naming the device sit beside the CPU ones. `--device cuda --dry-run` runs that
+same plan at toy size on the CPU, without `torch.compile`, to check it end to end on a machine with no GPU; it
+needs `--output`, and its sections say that they hold no GPU figures.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from benchmarks.common import machine_info, replace_section, setup_logging
 
@@ -40,6 +49,47 @@ class Spec:
     argvs: list[list[str]]
     quick_argvs: list[list[str]]
     title: str
+    # Suffix of the document section: "" for the CPU plan, "_cuda" for the GPU plan.
+    section_suffix: str = ""
+
+    @property
+    def section(self) -> str:
+        return self.name + self.section_suffix
+
+
+def gpu_specs(device: str = "cuda") -> list[Spec]:
+    """The GPU plan: every model benchmark on `device` in fp32 and bf16, more rounds (a GPU run is cheap)."""
+    on_device = ["--device", device]
+    return [
+        Spec("encoder_vs_videomae", "benchmarks.encoder_vs_videomae",
+             [["--shapes", "small", "vit-b", "--precisions", "fp32", "bf16", "--warmup", "5", "--repeats", "30",
+               "--compile", *on_device]],
+             [["--quick", "--precisions", "fp32", "bf16", *on_device]],
+             "Encoder inference on a GPU: DiscovrModel vs VideoMAEModel", "_cuda"),
+        Spec("flops", "benchmarks.flops",
+             [["--shape", "vit-b", "--precisions", "fp32", "bf16", "--matmul-size", "8192", "--warmup", "3",
+               "--repeats", "20", "--profile", *on_device]],
+             [["--quick", "--precisions", "fp32", "bf16", "--profile", *on_device]],
+             "Hardware efficiency on a GPU: ViT-B encoder forward vs a large matmul", "_cuda"),
+        Spec("pretrain_step", "benchmarks.pretrain_step",
+             [["--shapes", "small", "vit-b", "--precisions", "fp32", "bf16", "--warmup", "3", "--repeats", "20",
+               "--profile", "--compile", *on_device]],
+             [["--quick", "--precisions", "fp32", "bf16", "--profile", *on_device]],
+             "Pretraining step on a GPU", "_cuda"),
+    ]
+
+
+def dry_run_specs(plan: list[Spec]) -> list[Spec]:
+    """`plan` at toy size on the CPU: each quick argument list with `--device cpu` and without `--compile`."""
+    def on_cpu(argv: list[str]) -> list[str]:
+        argv = [arg for arg in argv if arg != "--compile"]
+        if "--device" in argv:
+            argv[argv.index("--device") + 1] = "cpu"
+        return argv
+
+    return [Spec(spec.name, spec.module, [on_cpu(argv) for argv in spec.quick_argvs],
+                 [on_cpu(argv) for argv in spec.quick_argvs], f"{spec.title} (DRY RUN on the CPU: no GPU figures)",
+                 spec.section_suffix) for spec in plan]
 
 
 def specs(compile_model: bool) -> list[Spec]:
@@ -61,7 +111,8 @@ def specs(compile_model: bool) -> list[Spec]:
             [["--quick", "--profile"]],
             "Hardware efficiency: ViT-B encoder forward vs a large matmul",
         ),
-        Spec("pretrain_step", "benchmarks.pretrain_step", [[]], [["--quick"]], "Pretraining step"),
+        Spec("pretrain_step", "benchmarks.pretrain_step", [["--precisions", "fp32", "bf16", "--profile"]],
+             [["--quick", "--profile"]], "Pretraining step"),
         Spec("data_loading", "benchmarks.data_loading", [[]], [["--quick"]], "Data loading"),
         Spec("dicom_prepare", "benchmarks.dicom_prepare", [[]], [["--quick"]], "DICOM to AVI: discovr-prepare"),
     ]
@@ -232,11 +283,11 @@ def render_pretrain_step(result: dict) -> list[str]:
     lines = [f"Device: {result.get('device', 'cpu')}. Times: median (min–max) per optimiser step; ratio port / "
              "published control flow (< 1: the port is faster). FLOPs: one port step's forward and backward, counted "
              "by `FlopCounterMode`; FLOP limit: the port's GFLOP/s over an N x N fp32 matmul's, timed interleaved.", ""]
-    rows = []
+    rows, compiled = [], []
     for row in result["results"]:
         memory = ", ".join(f"{k} {v:.0f} MiB" for k, v in row.get("peak_memory_mib", {}).items())
         rows.append((
-            row["shape"], row["description"],
+            row["shape"], row["description"], row.get("precision", "fp32"),
             "; ".join(f"{name} {fmt_stats(s)}" for name, s in row["timings"].items()),
             "; ".join(f"{name} {v:.3g}" for name, v in row["clips_per_s"].items()),
             fmt_ratio(row["port_over_published"]),
@@ -244,9 +295,31 @@ def render_pretrain_step(result: dict) -> list[str]:
             f"**{row['flop_limit_fraction']:.0%}** of a {row['matmul_size']}² matmul's {row['matmul_gflops']:.1f}",
             memory,
         ))
-    lines += table(("Size", "Configuration", "Step time", "Clips/s", "Port / published", "FLOPs and FLOP limit",
-                    "Peak memory"), rows)
-    return lines
+        if "compiled_over_eager" in row:
+            compiled.append(f"- {row['shape']} {row.get('precision', 'fp32')}: `torch.compile` / eager "
+                            f"{fmt_ratio(row['compiled_over_eager'])}, after {row['compile_seconds']:.0f} s of "
+                            "compilation.")
+    lines += table(("Size", "Configuration", "Precision", "Step time", "Clips/s", "Port / published",
+                    "FLOPs and FLOP limit", "Peak memory"), rows)
+    if compiled:
+        lines += ["", "The port step with its model compiled (ratio < 1: compiled is faster):", "", *compiled]
+    for row in result["results"]:
+        profile = row.get("profile")
+        if not profile:
+            continue
+        lines += ["", f"Profile of the port step, {row['shape']} {row.get('precision', 'fp32')} (torch.profiler, "
+                  f"{profile['profiled_ms_per_step']:.0f} ms of op self time per step). The matrix multiplies carry "
+                  f"{profile['gemm_flop_share']:.0%} of the counted FLOPs and run at {profile['gemm_gflops']:.0f} "
+                  f"GFLOP/s on their own, **{profile['gemm_fraction_of_matmul']:.0%}** of the reference matmul:", ""]
+        lines += table(("Kind of op", "Share of time"), [
+            (group, f"{share:.1%}") for group, share in profile["group_shares"].items()
+        ])
+        lines += ["", "Costliest ops:", ""]
+        lines += table(("Op", "Self time per step", "Share", "Calls per step"), [
+            (f"`{op['op']}`", fmt_s(op["self_ms"] / 1e3), f"{op['share']:.1%}", f"{op['calls']:.0f}")
+            for op in profile["top_ops"]
+        ])
+    return lines + [f"- {note}" for note in result.get("notes", [])]
 
 
 def render_data_loading(result: dict) -> list[str]:
@@ -298,7 +371,9 @@ RENDERERS: dict[str, Callable[[dict], list[str]]] = {
 
 
 def render_section(outcome: Outcome, date: str) -> list[str]:
-    lines = [f"## {outcome.spec.title}", "", f"`python -m {outcome.spec.module}`, {date} — "]
+    argvs = outcome.spec.argvs
+    command = f"python -m {outcome.spec.module}" + (f" {' '.join(argvs[0])}" if len(argvs) == 1 and argvs[0] else "")
+    lines = [f"## {outcome.spec.title}", "", f"`{command}`, {date} — "]
     if outcome.error:
         return lines[:-1] + [f"**Failed** on {date}: `{outcome.error}` (see the `make bench` log).", ""]
     lines[-1] += f"{outcome.seconds:.0f} s in this run."
@@ -312,18 +387,15 @@ def render_section(outcome: Outcome, date: str) -> list[str]:
     return lines + [""]
 
 
-def render_gpu(machine: dict) -> list[str]:
-    lines = ["## GPU", ""]
-    if machine.get("gpu"):
-        return lines + [f"GPU present ({machine['gpu']}): the tables above include only what the benchmarks "
-                        "measured on it; no separate GPU run is recorded here.", ""]
-    return lines + [
-        "No GPU was available to this run (this project's machine has none, and no GPU machine was lent to the "
-        "task that wrote these benchmarks), so there are **no GPU figures** here: no clips/s, no peak GPU "
-        "memory, no GPU VideoMAE ratio. To add them, run `make bench` on a GPU machine; the benchmarks take a "
-        "`--device`/CUDA path where their module supports it.",
-        "",
-    ]
+def render_gpu(machine: dict, outcomes: list[Outcome], dry_run: bool) -> list[str]:
+    """The note of a `--device cuda` run: which device, and which sections hold its figures."""
+    sections = ", ".join(f"`{o.spec.section}`" for o in outcomes)
+    if dry_run:
+        return ["## GPU", "", f"**Dry run** ({machine['date']}): `python -m benchmarks.run_all --device cuda --dry-run` "
+                f"ran the GPU plan at toy size on the CPU ({sections}) to check it end to end. These are **not GPU "
+                "figures**; no GPU was measured.", ""]
+    return ["## GPU", "", f"Measured on **{machine.get('gpu', 'an unnamed CUDA device')}** ({machine['date']}) by "
+            f"`python -m benchmarks.run_all --device cuda`: sections {sections}.", ""]
 
 
 HEADER = """\
@@ -337,13 +409,19 @@ run) slows runs unpredictably, so absolute times vary between runs and the paire
 """
 
 
-def render_sections(machine: dict, outcomes: list[Outcome], total_seconds: float,
-                    command: str) -> list[tuple[str, list[str]]]:
-    """`(section name, markdown lines)` for the run's machine, each benchmark that ran, and the GPU note."""
-    sections = [("where_and_how", ["## Where and how (the latest `make bench` run)", "",
-                                   *render_machine(machine, outcomes, total_seconds, command), ""])]
-    sections += [(outcome.spec.name, render_section(outcome, machine["date"])) for outcome in outcomes]
-    return sections + [("gpu", render_gpu(machine))]
+def render_sections(machine: dict, outcomes: list[Outcome], total_seconds: float, command: str,
+                    device: str = "cpu", dry_run: bool = False) -> list[tuple[str, list[str]]]:
+    """`(section name, markdown lines)` for the run's machine and each benchmark that ran; a GPU run (or its dry
+    run) also writes its own machine section and the GPU note, and leaves the CPU sections alone."""
+    if device == "cpu":
+        where = ("where_and_how", "## Where and how (the latest `make bench` run)")
+    else:
+        where = ("where_and_how_cuda", "## Where and how (the latest GPU run" + (", a dry run on the CPU)" if dry_run else ")"))
+    sections = [(where[0], [where[1], "", *render_machine(machine, outcomes, total_seconds, command), ""])]
+    sections += [(outcome.spec.section, render_section(outcome, machine["date"])) for outcome in outcomes]
+    if device != "cpu":
+        sections.append(("gpu", render_gpu(machine, outcomes, dry_run)))
+    return sections
 
 
 def write_document(output: Path, sections: list[tuple[str, list[str]]]) -> None:
@@ -370,6 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only these benchmarks: " + ", ".join(s.name for s in specs(False)))
     parser.add_argument("--no-compile", dest="compile_model", action="store_false",
                         help="skip timing torch.compile(DiscovrModel) (small encoder size) against eager")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu (default): the CPU plan; cuda: the GPU plan, written to its own *_cuda sections")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="with --device cuda: run the GPU plan at toy size on the CPU (no GPU needed); "
+                        "requires --output")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at DEBUG level")
     return parser
 
@@ -378,19 +461,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks, write the document; return the exit status (1 if any benchmark failed)."""
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    parser = build_parser()
     if args.quick and args.output is None:
-        build_parser().error("--quick needs --output: a smoke run must not overwrite docs/benchmarks.md")
+        parser.error("--quick needs --output: a smoke run must not overwrite docs/benchmarks.md")
+    if args.dry_run and (args.device != "cuda" or args.output is None):
+        parser.error("--dry-run checks the GPU plan: give it with --device cuda and --output")
+    if args.device == "cuda" and not args.dry_run and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available (use --dry-run to check the GPU plan on a CPU)")
     output = args.output or DEFAULT_OUTPUT
     command = "python -m benchmarks.run_all" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     machine = machine_info()
-    selected = [s for s in specs(args.compile_model) if args.only is None or s.name in args.only]
+    plan = specs(args.compile_model) if args.device == "cpu" else gpu_specs()
+    if args.dry_run:
+        plan = dry_run_specs(plan)
+    selected = [s for s in plan if args.only is None or s.name in args.only]
     start = time.perf_counter()
     outcomes = []
     for spec in selected:
         logger.info("=== %s", spec.name)
         outcomes.append(run_spec(spec, args.quick))
     total = time.perf_counter() - start
-    write_document(output, render_sections(machine, outcomes, total, command.strip()))
+    write_document(output, render_sections(machine, outcomes, total, command.strip(), args.device, args.dry_run))
     logger.info("wrote %s (%.1f min)", output, total / 60)
     if args.json:
         args.json.write_text(json.dumps({o.spec.name: o.result or o.error for o in outcomes},

@@ -41,7 +41,7 @@ def assert_ratio(summary: dict) -> None:
 @pytest.fixture(scope="module")
 def quick_results() -> dict[str, dict]:
     """Results of every benchmark of `make bench`, run once and shared by the layout and rendering tests."""
-    extra = {"flops": ("--profile",)}
+    extra = {"flops": ("--profile",), "pretrain_step": ("--profile",)}
     return {spec.name: run_quick(spec.name, *extra.get(spec.name, ())) for spec in run_all.specs(compile_model=False)}
 
 
@@ -87,6 +87,20 @@ def test_pretrain_step(quick_results) -> None:
         assert set(row["timings"]) == {"port", "published_control_flow"}  # the reference matmul is not a step
         assert row["gflop_per_step"] > 0 and row["matmul_gflops"] > 0
         assert row["flop_limit_fraction"] == pytest.approx(row["port_gflops"] / row["matmul_gflops"])
+        profile = row["profile"]
+        assert sum(profile["group_shares"].values()) == pytest.approx(1.0)
+        assert profile["group_shares"]["matrix multiplies (mm, addmm, bmm)"] > 0
+        assert 0 < profile["gemm_flop_share"] <= 1 and profile["gemm_gflops"] > 0
+        assert profile["top_ops"] and all(op["self_ms"] > 0 for op in profile["top_ops"])
+
+
+@pytest.mark.slow
+def test_pretrain_step_compiled_variant() -> None:
+    """The GPU plan times the compiled step too; inductor compiles the toy model in about a minute here."""
+    row = run_quick("pretrain_step", "--compile")["results"][0]
+    assert set(row["timings"]) == {"port", "published_control_flow", "port_compiled"}
+    assert_ratio(row["compiled_over_eager"])
+    assert row["compile_seconds"] > 0
 
 
 def test_flop_count_of_a_step_includes_attention_backward() -> None:
@@ -141,7 +155,8 @@ def test_run_all_renders_every_result(quick_results, tmp_path) -> None:
     run_all.write_document(output, run_all.render_sections(machine, outcomes, 1.0, "python -m benchmarks.run_all"))
     text = output.read_text()
     assert text.startswith("# Benchmarks") and "```json" not in text
-    assert "## GPU" in text and "torch threads" in text
+    assert "torch threads" in text
+    assert "## GPU" not in text  # a CPU run leaves the GPU note to GPU runs
     for outcome in outcomes:
         assert f"## {outcome.spec.title}" in text and f"<!-- section:{outcome.spec.name} -->" in text
 
@@ -157,6 +172,41 @@ def test_run_all_renders_every_result(quick_results, tmp_path) -> None:
 def test_run_all_quick_requires_output() -> None:
     with pytest.raises(SystemExit):
         run_all.main(["--quick"])
+
+
+def test_gpu_plan_puts_every_model_benchmark_on_the_gpu_in_fp32_and_bf16() -> None:
+    plan = {spec.name: spec for spec in run_all.gpu_specs()}
+    assert set(plan) == {"encoder_vs_videomae", "flops", "pretrain_step"}
+    for spec in plan.values():
+        assert spec.section == f"{spec.name}_cuda"
+        for argv in spec.argvs + spec.quick_argvs:
+            assert argv[argv.index("--device") + 1] == "cuda"
+            assert argv[argv.index("--precisions") + 1 : argv.index("--precisions") + 3] == ["fp32", "bf16"]
+    assert "--compile" in plan["encoder_vs_videomae"].argvs[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_gpu_plan_without_a_gpu_needs_the_dry_run(tmp_path) -> None:
+    with pytest.raises(SystemExit):
+        run_all.main(["--device", "cuda", "--output", str(tmp_path / "b.md")])
+    with pytest.raises(SystemExit):
+        run_all.main(["--dry-run", "--output", str(tmp_path / "b.md")])  # a dry run is of the GPU plan
+
+
+def test_gpu_plan_dry_run_runs_on_the_cpu_and_keeps_the_cpu_sections(tmp_path) -> None:
+    output, raw = tmp_path / "benchmarks.md", tmp_path / "results.json"
+    output.write_text(run_all.HEADER + "\n<!-- section:pretrain_step -->\nCPU figures.\n<!-- /section:pretrain_step -->\n")
+    assert run_all.main(["--device", "cuda", "--dry-run", "--output", str(output), "--json", str(raw)]) == 0
+    text = output.read_text()
+    assert "CPU figures." in text and "```json" not in text
+    assert "## GPU" in text and "not GPU figures" in text and "## Where and how (the latest GPU run, a dry run" in text
+    results = json.loads(raw.read_text())
+    for name in ("encoder_vs_videomae", "flops", "pretrain_step"):
+        assert f"<!-- section:{name}_cuda -->" in text and "DRY RUN" in text
+        assert results[name]["device"] == "cpu"
+    # bf16 ran in the step benchmark (the encoder FLOP benchmark skips it where the CPU lacks native bf16).
+    assert {row["precision"] for row in results["pretrain_step"]["results"]} == {"fp32", "bf16"}
+    assert {row["precision"] for row in results["encoder_vs_videomae"]["results"]} == {"fp32", "bf16"}
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from discovr.modeling_discovr import DiscovrForPreTraining
 from discovr.training import pretrain as pretrain_module
 from discovr.training.pretrain import (
     TrainingDivergedError,
+    build_optimizer,
     build_parser,
     latest_checkpoint,
     main,
@@ -69,6 +70,37 @@ def test_parameter_groups_exclude_teachers_and_decay_only_weights():
         assert name in no_decay_names
     assert not any(n.endswith(".bias") or "norm" in n for n in decay_names)
     assert "discovr.encoder.layer.0.attention.query.weight" in decay_names
+
+
+def test_fused_optimizer_matches_the_per_tensor_adamw():
+    """`build_optimizer` uses PyTorch's fused AdamW on the CPU; it must take the steps the default one takes, with
+    the per-group learning rate and weight decay the training loop sets every step."""
+    torch.manual_seed(0)
+    fused_model = DiscovrForPreTraining(DiscovrConfig(**tiny_config_kwargs()))
+    looped_model = DiscovrForPreTraining(DiscovrConfig(**tiny_config_kwargs()))
+    looped_model.load_state_dict(fused_model.state_dict())
+    initial = {name: param.detach().clone() for name, param in fused_model.named_parameters()}
+    fused = build_optimizer(fused_model, lr=1e-3, weight_decay=0.05, device=torch.device("cpu"))
+    looped = torch.optim.AdamW(parameter_groups(looped_model), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.05,
+                               foreach=False)
+    assert fused.defaults["fused"] and not looped.defaults["fused"]
+    generator = torch.Generator().manual_seed(1)
+    for step in range(5):
+        for optimizer, model in ((fused, fused_model), (looped, looped_model)):
+            for group in optimizer.param_groups:
+                group["lr"] = 1e-3 * (step + 1) / 5
+                if group["apply_weight_decay"]:
+                    group["weight_decay"] = 0.05 + 0.01 * step
+        gradients = [torch.randn(p.shape, generator=generator) for p in fused_model.parameters() if p.requires_grad]
+        for model in (fused_model, looped_model):
+            for param, gradient in zip((p for p in model.parameters() if p.requires_grad), gradients, strict=True):
+                param.grad = gradient.clone()
+        fused.step()
+        looped.step()
+    for (name, actual), expected in zip(fused_model.named_parameters(), looped_model.parameters(), strict=True):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-7, msg=name)
+        if actual.requires_grad:  # five steps of about 1e-3 each: far above the tolerance
+            assert not torch.allclose(actual, initial[name], rtol=0, atol=1e-4), name
 
 
 def test_multi_scale_crop_stays_inside_the_frame():
