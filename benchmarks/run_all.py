@@ -282,7 +282,8 @@ def render_flops(result: dict) -> list[str]:
 def render_pretrain_step(result: dict) -> list[str]:
     lines = [f"Device: {result.get('device', 'cpu')}. Times: median (min–max) per optimiser step; ratio port / "
              "published control flow (< 1: the port is faster). FLOPs: one port step's forward and backward, counted "
-             "by `FlopCounterMode`; FLOP limit: the port's GFLOP/s over an N x N fp32 matmul's, timed interleaved.", ""]
+             "by `FlopCounterMode`; FLOP limit: the port's GFLOP/s over the GFLOP/s of an N x N matmul in the step's "
+             "compute dtype (fp32, or bf16 under autocast), timed interleaved.", ""]
     rows, compiled = [], []
     for row in result["results"]:
         memory = ", ".join(f"{k} {v:.0f} MiB" for k, v in row.get("peak_memory_mib", {}).items())

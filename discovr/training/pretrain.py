@@ -13,9 +13,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 
 import torch
 from accelerate import Accelerator
@@ -143,7 +143,8 @@ def resume_checkpoint(output_dir: Path, requested: str) -> Path | None:
     found = _every_process(None if checkpoint is None else (str(checkpoint.resolve()), checkpoint.is_dir()))
     missing = [rank for rank, choice in enumerate(found) if choice is not None and not choice[1]]
     if missing:
-        raise InputError(f"checkpoint {checkpoint} does not exist (on processes {missing})")
+        where = f" on processes {missing}" if len(found) > 1 else ""
+        raise InputError(f"checkpoint {checkpoint} does not exist{where}")
     if len(set(found)) > 1:
         raise InputError(
             f"the processes would resume from different checkpoints (per rank: "
