@@ -86,7 +86,7 @@ def test_fused_optimizer_matches_the_per_tensor_adamw():
     assert fused.defaults["fused"] and not looped.defaults["fused"]
     generator = torch.Generator().manual_seed(1)
     for step in range(5):
-        for optimizer, model in ((fused, fused_model), (looped, looped_model)):
+        for optimizer in (fused, looped):
             for group in optimizer.param_groups:
                 group["lr"] = 1e-3 * (step + 1) / 5
                 if group["apply_weight_decay"]:
