@@ -26,17 +26,21 @@ import numpy as np
 import torch
 from datasets import DatasetDict
 
+from ..metrics.segmentation import DEFAULT_IGNORE_INDEX
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor, VideoLike, sample_clip_indices
+from .camus import CAMUS_LABELS, load_camus, load_camus_images
 from .errors import ManifestError
 from .manifests import load_echonet_dynamic
 from .synthetic import MASKS_DIR
+from .tracings import echonet_row_masks
 
 
 logger = logging.getLogger(__name__)
 
-CAMUS_STYLE_LABELS = ("background", "lv_cavity", "lv_myocardium", "left_atrium")
+# The synthetic generator draws CAMUS's four structures, under CAMUS's label values.
+CAMUS_STYLE_LABELS = CAMUS_LABELS
 LV_CAVITY_LABELS = ("background", "lv_cavity")
-IGNORE_INDEX = 255
+IGNORE_INDEX = DEFAULT_IGNORE_INDEX
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,6 @@ def synthetic_annotations(row: Mapping) -> AnnotatedVideo:
 
 def echonet_annotations(row: Mapping) -> AnnotatedVideo:
     """The traced ED and ES frames of an EchoNet-Dynamic video, as LV cavity masks (label 1)."""
-    from .tracings import echonet_row_masks
-
     masks = dict(zip((row["ed_frame"], row["es_frame"]), echonet_row_masks(row)))
     labels = {int(frame): mask.astype(np.uint8) for frame, mask in masks.items() if mask is not None}
     return AnnotatedVideo(row["video"], labels, Path(row["video"]).name)
@@ -70,18 +72,12 @@ def echonet_annotations(row: Mapping) -> AnnotatedVideo:
 
 def camus_annotations(row: Mapping) -> AnnotatedVideo:
     """A CAMUS half sequence with its per-frame ground truth, or the ED and ES ground truth at their frames."""
-    from .camus import load_camus_images
-
     sequence, sequence_labels = load_camus_images(row, "sequence")
     if sequence_labels is not None:
         labels = {frame: sequence_labels[frame] for frame in range(len(sequence_labels))}
     else:
         labels = {int(row[f"{phase.lower()}_frame"]): load_camus_images(row, phase)[1] for phase in ("ED", "ES")}
     return AnnotatedVideo(sequence, labels, f"{row['patient']}_{row['view']}")
-
-
-def _load_synthetic(root: str | os.PathLike) -> DatasetDict:
-    return load_echonet_dynamic(root)
 
 
 def _load_echonet(root: str | os.PathLike) -> DatasetDict:
@@ -98,12 +94,6 @@ def _load_echonet(root: str | os.PathLike) -> DatasetDict:
     return DatasetDict(traced)
 
 
-def _load_camus(root: str | os.PathLike) -> DatasetDict:
-    from .camus import load_camus
-
-    return load_camus(root)
-
-
 @dataclass(frozen=True)
 class SegmentationFormat:
     """How one data format is loaded and where its label maps come from."""
@@ -114,9 +104,9 @@ class SegmentationFormat:
 
 
 SEGMENTATION_FORMATS = {
-    "synthetic": SegmentationFormat(_load_synthetic, synthetic_annotations, CAMUS_STYLE_LABELS),
+    "synthetic": SegmentationFormat(load_echonet_dynamic, synthetic_annotations, CAMUS_STYLE_LABELS),
     "echonet_dynamic": SegmentationFormat(_load_echonet, echonet_annotations, LV_CAVITY_LABELS),
-    "camus": SegmentationFormat(_load_camus, camus_annotations, CAMUS_STYLE_LABELS),
+    "camus": SegmentationFormat(load_camus, camus_annotations, CAMUS_STYLE_LABELS),
 }
 
 
@@ -186,7 +176,6 @@ class SegmentationTransform:
         self, processor: DiscovrVideoProcessor, data_format: str, training: bool, ignore_index: int = IGNORE_INDEX
     ):
         self.processor = processor
-        self.data_format = data_format
         self.annotations = segmentation_format(data_format).annotations
         self.training = training
         self.ignore_index = ignore_index

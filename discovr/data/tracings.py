@@ -109,10 +109,11 @@ def polygon_mask(polygon: ArrayLike, height: int, width: int, round_vertices: bo
     return mask
 
 
-def _frame_problems(
+def _frame_outline(
     rows: pd.DataFrame, frame: float, layout: _Layout, height: int, width: int, num_frames: int
-) -> list[str]:
-    """Why one traced frame cannot give a mask (empty when it can). A size or frame count below 1 is unknown."""
+) -> tuple[np.ndarray | None, list[str]]:
+    """One traced frame's outline, or `None` with why it cannot give a mask. A size or frame count below 1 is
+    unknown."""
     problems = []
     if not float(frame).is_integer() or frame < 0:
         problems.append("a frame number that is not a whole number >= 0")
@@ -120,7 +121,7 @@ def _frame_problems(
         problems.append(f"a frame beyond the video's {num_frames} frames")
     if len(rows) < layout.min_rows:
         problems.append(f"{len(rows)} row(s) (need {layout.min_rows_reason})")
-        return problems
+        return None, problems
     for columns, size, axis, unit in ((layout.x_columns, width, "x", "columns"), (layout.y_columns, height, "y", "rows")):
         values = rows[list(columns)].to_numpy(float)
         if size > 0:
@@ -131,7 +132,7 @@ def _frame_problems(
     polygon = layout.polygon(rows)
     if _polygon_area(polygon[:, 0], polygon[:, 1]) <= 0:
         problems.append("an outline that encloses no area")
-    return problems
+    return (None if problems else polygon), problems
 
 
 def _video_polygons(
@@ -140,11 +141,11 @@ def _video_polygons(
     """Outline of every traced frame of one video, and the problems found (`frame N: reason`)."""
     polygons, problems = {}, []
     for frame, frame_rows in rows.groupby("Frame", sort=False):
-        found = _frame_problems(frame_rows, frame, layout, height, width, num_frames)
-        if found:
+        polygon, found = _frame_outline(frame_rows, frame, layout, height, width, num_frames)
+        if polygon is None:
             problems += [f"frame {frame:g}: {reason}" for reason in found]
         else:
-            polygons[int(frame)] = layout.polygon(frame_rows)
+            polygons[int(frame)] = polygon
     return polygons, problems
 
 
