@@ -380,15 +380,18 @@ def pretrain(config: PretrainConfig) -> dict:
             step_values = schedules.at(state.global_step)
             with accelerator.accumulate(model):
                 unwrapped.normalize_prototypes()
-                logging_step = is_logging_step(state.global_step + 1, args.logging_steps, total_steps)
+                # Only the last micro-batch of a logged optimiser step is reported.
+                logging_step = accelerator.sync_gradients and is_logging_step(
+                    state.global_step + 1, args.logging_steps, total_steps
+                )
                 outputs = model(
                     pixel_values=batch["pixel_values"], masks=batch["masks"],
                     teacher_temperature=step_values["teacher_temperature"],
-                    # The swapped SCD direction is only reported: its second Sinkhorn runs on logging steps.
+                    # The swapped SCD direction is only reported: its second Sinkhorn runs on logged micro-batches.
                     return_scd_swapped_loss=logging_step,
                 )
                 _check_finite(outputs, state.global_step)
-                if accelerator.sync_gradients and logging_step:
+                if logging_step:
                     health = step_health(outputs, config.num_prototypes)
                 accelerator.backward(outputs.loss)
                 center_sums.append(torch.stack((outputs.video_teacher_mean, outputs.image_teacher_mean)).detach())
@@ -414,7 +417,7 @@ def pretrain(config: PretrainConfig) -> dict:
             state.global_step += 1
             progress.update(1)
 
-            if is_logging_step(state.global_step, args.logging_steps, total_steps):
+            if logging_step:
                 last_losses = loss_terms(outputs)
                 if health_pixels is not None:
                     health["video_teacher_rankme"] = encoder_rankme(unwrapped.video_teacher, health_pixels)

@@ -251,6 +251,29 @@ def test_losses_decrease_on_a_fixed_batch():
     assert losses[-1] < losses[0]
 
 
+def test_accumulated_steps_report_the_swapped_loss_from_their_last_micro_batch_only(
+    synthetic_echonet, tiny_config_file, tmp_path, monkeypatch
+):
+    flags = []
+    original = DiscovrForPreTraining.forward
+
+    def recording_forward(self, *args, **kwargs):
+        flags.append(kwargs.get("return_scd_swapped_loss"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiscovrForPreTraining, "forward", recording_forward)
+    out = tmp_path / "accumulated"
+    pretrain(build_parser().parse(pretrain_args(
+        synthetic_echonet, tiny_config_file, out, "--gradient_accumulation_steps", "2", "--max_steps", "2",
+        "--health_clips", "0",
+    )))
+    # Two optimiser steps of two micro-batches, both logged: the second Sinkhorn runs once per step.
+    assert flags == [False, True, False, True]
+    log = read_log(out)
+    assert [row["step"] for row in log] == [1, 2]
+    assert all(math.isfinite(row["loss_scd_swapped"]) for row in log)
+
+
 def test_nan_loss_stops_with_the_step(synthetic_echonet, tiny_config_file, tmp_path, monkeypatch, caplog):
     original = pretrain_module.PretrainingClips.__getitem__
 
