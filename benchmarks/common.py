@@ -174,6 +174,38 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
+def reference_matmul(size: int, precision: str, device: torch.device) -> tuple[Callable[[], object], int]:
+    """The `size` x `size` matmul a FLOP-limit fraction is measured against, and its FLOPs. It runs directly in the
+    compute dtype of `precision`: the best a GEMM of that dtype can do, with no autocast cost."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+
+    def matmul() -> None:
+        with torch.inference_mode():
+            torch.matmul(a, b)
+
+    return matmul, 2 * size**3
+
+
+def profile_ops(fn: Callable[[], object], device: torch.device) -> tuple[list, Callable[[object], float]]:
+    """torch.profiler's per-op averages over one `fn()` call, and their self time in µs: CPU time on a CPU, kernel
+    time on a GPU."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        fn()
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
+    def self_time(event) -> float:
+        return event.self_device_time_total if on_gpu else event.self_cpu_time_total
+
+    return list(prof.key_averages()), self_time
+
+
 def add_common_args(parser: argparse.ArgumentParser, warmup: int = 1, repeats: int = 5, device: bool = True) -> None:
     """The flags every benchmark shares: --quick, --warmup, --repeats, --threads, --verbose, and --device where the
     benchmark can run on a GPU."""

@@ -25,6 +25,8 @@ from benchmarks.common import (
     autocast,
     bf16_supported,
     machine_info,
+    profile_ops,
+    reference_matmul,
     time_interleaved,
 )
 from benchmarks.encoder_vs_videomae import SHAPES, EncoderShape, discovr_config
@@ -77,20 +79,13 @@ def profile_top_ops(
 ) -> list[dict[str, object]]:
     """torch.profiler self time of the `limit` costliest aten ops in one forward (the evidence of where the time
     goes): CPU time on a CPU, kernel time on a GPU."""
-    from torch.profiler import ProfilerActivity, profile
 
-    on_gpu = pixel_values.device.type == "cuda"
-    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
-    with torch.inference_mode(), autocast(pixel_values.device, precision):
-        with profile(activities=activities) as prof:
+    def forward() -> None:
+        with torch.inference_mode(), autocast(pixel_values.device, precision):
             model(pixel_values=pixel_values)
-            if on_gpu:
-                torch.cuda.synchronize(pixel_values.device)
 
-    def self_time(event) -> float:
-        return event.self_device_time_total if on_gpu else event.self_cpu_time_total
-
-    events = sorted(prof.key_averages(), key=self_time, reverse=True)
+    events, self_time = profile_ops(forward, pixel_values.device)
+    events = sorted(events, key=self_time, reverse=True)
     total = sum(self_time(e) for e in events) or 1.0
     return [
         {"op": e.key, "self_ms": self_time(e) / 1e3, "share": self_time(e) / total, "calls": e.count}
@@ -108,20 +103,12 @@ def bench_precision(
     repeats: int,
 ) -> dict[str, object]:
     """Forward and reference matmul, interleaved; rates from medians and from paired rounds."""
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     device = pixel_values.device
-    # The matmul runs directly in the target dtype: that is the best a bf16 GEMM can do, with no autocast cost.
-    a = torch.randn(matmul_size, matmul_size, dtype=dtype, device=device)
-    b = torch.randn(matmul_size, matmul_size, dtype=dtype, device=device)
-    matmul_flops = 2 * matmul_size**3
+    matmul, matmul_flops = reference_matmul(matmul_size, precision, device)
 
     def forward() -> None:
         with torch.inference_mode(), autocast(pixel_values.device, precision):
             model(pixel_values=pixel_values)
-
-    def matmul() -> None:
-        with torch.inference_mode():
-            torch.matmul(a, b)
 
     logger.info("[%s] timing forward and %d² matmul: %d warmup + %d interleaved runs",
                 precision, matmul_size, warmup, repeats)

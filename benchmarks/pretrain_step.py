@@ -38,7 +38,9 @@ from benchmarks.common import (
     autocast,
     bf16_supported,
     machine_info,
+    profile_ops,
     ratio_summary,
+    reference_matmul,
     time_interleaved,
 )
 from benchmarks.flops import CUSTOM_FLOP_FORMULAS
@@ -220,20 +222,12 @@ def profile_step(step: Callable[[], object], flops_per_op: dict[str, int], matmu
                  device: torch.device, steps: int = 3, top: int = 12) -> dict[str, object]:
     """Where a step's time goes (torch.profiler self time, grouped and by op), and how fast its matrix multiplies
     run on their own: their counted FLOPs over their profiled time, as a fraction of the reference matmul's rate."""
-    from torch.profiler import ProfilerActivity, profile
-
-    on_gpu = device.type == "cuda"
-    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_gpu else [ProfilerActivity.CPU]
-    with profile(activities=activities) as prof:
+    def run_steps() -> None:
         for _ in range(steps):
             step()
-        if on_gpu:
-            torch.cuda.synchronize(device)
 
-    def self_time(event) -> float:
-        return event.self_device_time_total if on_gpu else event.self_cpu_time_total
-
-    events = [e for e in prof.key_averages() if self_time(e) > 0]
+    events, self_time = profile_ops(run_steps, device)
+    events = [e for e in events if self_time(e) > 0]
     total = sum(self_time(e) for e in events)
     groups: dict[str, float] = dict.fromkeys([*OP_GROUPS, OTHER_GROUP], 0.0)
     for event in events:
@@ -294,17 +288,16 @@ def bench_shape(shape: PretrainShape, device: torch.device, precision: str, warm
     # The reference rate: a large matmul in the step's compute dtype, in the same process, timed interleaved with
     # the steps (as benchmarks.flops does for the encoder), so a busy machine slows both alike.
     matmul_size = 256 if shape.name == "toy" else MATMUL_SIZE
-    matmul_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    a, b = (torch.randn(matmul_size, matmul_size, device=device, dtype=matmul_dtype) for _ in range(2))
-    steps["matmul"] = lambda: torch.matmul(a, b)
+    steps["matmul"], matmul_flops = reference_matmul(matmul_size, precision, device)
     stats, times = time_interleaved(steps, warmup=warmup, repeats=repeats, device=device)
     matmul_stats = stats.pop("matmul")
-    matmul_gflops = 2 * matmul_size**3 / matmul_stats.median / 1e9
+    matmul_gflops = matmul_flops / matmul_stats.median / 1e9
     times.pop("matmul")
     if device.type != "cuda":
         peak_memory["process_max_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     tokens = shape.batch_size * config.num_patches
+    port_gflops = step_flops / stats["port"].median / 1e9
     results: dict[str, object] = {
         "shape": shape.name,
         "precision": precision,
@@ -317,10 +310,10 @@ def bench_shape(shape: PretrainShape, device: torch.device, precision: str, warm
         "peak_memory_mib": peak_memory,
         "port_over_published": ratio_summary(times["port"], times["published_control_flow"]),
         "gflop_per_step": step_flops / 1e9,
-        "port_gflops": step_flops / stats["port"].median / 1e9,
+        "port_gflops": port_gflops,
         "matmul_gflops": matmul_gflops,
         "matmul_size": matmul_size,
-        "flop_limit_fraction": step_flops / stats["port"].median / 1e9 / matmul_gflops,
+        "flop_limit_fraction": port_gflops / matmul_gflops,
     }
     if compile_model:
         results["compile_seconds"] = compile_seconds

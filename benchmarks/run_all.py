@@ -460,9 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmarks, write the document; return the exit status (1 if any benchmark failed)."""
-    args = build_parser().parse_args(argv)
-    setup_logging(args.verbose)
     parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
     if args.quick and args.output is None:
         parser.error("--quick needs --output: a smoke run must not overwrite docs/benchmarks.md")
     if args.dry_run and (args.device != "cuda" or args.output is None):
