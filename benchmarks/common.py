@@ -20,6 +20,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 logger = logging.getLogger("benchmarks")
@@ -172,6 +173,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of results over seeds; a NaN result (a metric a
+    seed could not compute) gives NaN rather than an error."""
+    array = np.asarray(values, dtype=float)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
 def reference_matmul(size: int, precision: str, device: torch.device) -> tuple[Callable[[], object], int]:

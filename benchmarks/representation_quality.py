@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import machine_info, replace_section, setup_logging
+from benchmarks.common import machine_info, mean_std, replace_section, setup_logging
 from benchmarks.videomae_baseline import pretrain_videomae, videomae_config
 
 logger = logging.getLogger("benchmarks.representation_quality")
@@ -215,11 +215,6 @@ def run_method(args: argparse.Namespace, method: str, seed: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ summaries
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    values = [float(v) for v in values]
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def summarise(records: dict[str, list[dict]], fractions: Sequence[float]) -> dict[str, dict]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import machine_info, replace_section, setup_logging
+from benchmarks.common import machine_info, mean_std, replace_section, setup_logging
 
 logger = logging.getLogger("benchmarks.segmentation_probe")
 
@@ -177,17 +177,12 @@ def summarise(results: dict) -> dict:
         entry = {}
         for subset in values[0]["dice"]:
             for structure in STRUCTURES:
-                entry[f"dice_{subset}_{structure}"] = _mean_std([v["dice"][subset][structure] for v in values])
-            entry[f"dice_{subset}_mean"] = _mean_std([statistics.fmean(v["dice"][subset].values()) for v in values])
-        entry["ef_mae"] = _mean_std([v["ef_mae"] for v in values])
-        entry["videos_without_beat"] = _mean_std([v["videos_without_beat"] for v in values])
+                entry[f"dice_{subset}_{structure}"] = mean_std([v["dice"][subset][structure] for v in values])
+            entry[f"dice_{subset}_mean"] = mean_std([statistics.fmean(v["dice"][subset].values()) for v in values])
+        entry["ef_mae"] = mean_std([v["ef_mae"] for v in values])
+        entry["videos_without_beat"] = mean_std([v["videos_without_beat"] for v in values])
         summary[f"{method}/{head}"] = entry
     return summary
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
 def render(args: argparse.Namespace, result: dict, machine: dict) -> list[str]:
@@ -283,8 +278,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     train_rows = data["train"].select(range(min(args.num_train_videos, len(data["train"]))))
     test_rows = data["test"].select(range(min(args.num_test_videos, len(data["test"]))))
 
-    encoders = {method: load_encoder(path)[:2] for method, path in encoder_dirs.items()}
-    processor = load_encoder(encoder_dirs[args.methods[0]])[2]
+    loaded = {method: load_encoder(path) for method, path in encoder_dirs.items()}
+    encoders = {method: (tokens_fn, hidden_size) for method, (tokens_fn, hidden_size, _) in loaded.items()}
+    processor = loaded[args.methods[0]][2]
     logger.info("Decoding %d training clips", len(train_rows) * args.clips_per_video)
     pixel_values, labels = training_clips(args, processor, train_rows)
     heads, training = {}, {}
