@@ -126,7 +126,8 @@ def _problem_type(model: torch.nn.Module) -> str:
     return "regression" if config.num_labels == 1 else "single_label_classification"
 
 
-def _logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def model_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A model's logits as a function of `pixel_values` (a classifier's, or a segmentation model's)."""
     return lambda pixel_values: model(pixel_values=pixel_values).logits
 
 
@@ -150,7 +151,7 @@ def predict_video(
 
 def _predict(model: torch.nn.Module, clips: VideoClips, batch_size: int) -> VideoPrediction:
     device = next(model.parameters()).device
-    clip_logits = run_on_clips(_logits_fn(model), clips, batch_size, device)
+    clip_logits = run_on_clips(model_logits_fn(model), clips, batch_size, device)
     output = aggregate_clip_logits(clip_logits, _problem_type(model))
     return VideoPrediction(clip_logits, output, clips.starts, clips.crops)
 
@@ -184,6 +185,7 @@ __all__ = [
     "VideoPrediction",
     "aggregate_clip_logits",
     "iter_video_clips",
+    "model_logits_fn",
     "predict_video",
     "predict_videos",
     "run_on_clips",

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..cli import InputError, model_type_of
 from ..modeling_discovr import DiscovrForSemanticSegmentation
 from ..training.encoders import load_complete
-from ..video_processing_discovr import DiscovrVideoProcessor, read_video
+from ..video_processing_discovr import DiscovrVideoProcessor
 from .cardiac_cycle import LV_CAVITY_LABEL, BeatToBeatResult, beat_to_beat_ef
 from .predict import PER_VIDEO_ERRORS, VideoEntry, collect_videos, load_predictor, prediction_table
 from .segmentation import VideoSegmentation, segment_video
@@ -62,8 +62,10 @@ def frame_table(segmentation: VideoSegmentation, cycle: BeatToBeatResult, fps: f
     })
 
 
-def _overlay_strip(path: Path, segmentation: VideoSegmentation, cycle: BeatToBeatResult, out_path: Path) -> None:
-    """The first beat's ED and ES frames with their masks (or the first and middle frames, with no beat)."""
+def _overlay_strip(processor: DiscovrVideoProcessor, path: Path, segmentation: VideoSegmentation,
+                   cycle: BeatToBeatResult, out_path: Path) -> None:
+    """The first beat's ED and ES frames with their masks (or the first and middle frames, with no beat), decoded as
+    the segmentation decoded them (the processor's sector masking included), so frames and maps share a size."""
     from ..plotting import plot_overlay_strip
 
     if cycle.beats:
@@ -73,7 +75,7 @@ def _overlay_strip(path: Path, segmentation: VideoSegmentation, cycle: BeatToBea
         middle = len(segmentation.frames) // 2
         picks = [(0, "frame 0 (no beat found)"), (middle, f"frame {middle}")]
     indices = [segmentation.frames[position] for position, _ in picks]
-    frames, _ = read_video(path, sample_indices_fn=lambda metadata, **kwargs: indices)
+    frames, _ = processor.fetch_videos(os.fspath(path), lambda metadata, **kwargs: indices)
     images = [frame.permute(1, 2, 0).numpy() for frame in frames]
     plot_overlay_strip(images, [segmentation.label_maps[position] for position, _ in picks],
                        [caption for _, caption in picks], out_path)
@@ -119,7 +121,7 @@ def predict_folder(config) -> int:
                             ed_frames=[beat.ed_frame for beat in cycle.beats],
                             es_frames=[beat.es_frame for beat in cycle.beats],
                             beat_efs=[beat.ef for beat in cycle.beats], title=f"{entry.file_name}: LV area")
-            _overlay_strip(entry.path, segmentation, cycle, output_dir / f"{stem}_overlay.png")
+            _overlay_strip(processor, entry.path, segmentation, cycle, output_dir / f"{stem}_overlay.png")
         rows.append({
             **row, "ef_segmentation": cycle.ef, "num_beats": len(cycle.beats),
             "beats": ";".join(f"{beat.ed_frame}-{beat.es_frame}:{beat.ef:.1f}" for beat in cycle.beats),

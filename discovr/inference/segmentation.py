@@ -17,7 +17,7 @@ from ..video_processing_discovr import (
     VideoLike,
     sample_clip_indices,
 )
-from .prediction import run_on_clips
+from .prediction import model_logits_fn, run_on_clips
 
 # Frames upsampled to the video's size at once: bounds the memory of full-size logits on large DICOM frames.
 UPSAMPLE_CHUNK_FRAMES = 16
@@ -93,11 +93,6 @@ def segment_clips(
     """[`segment_video`] on clips already decoded with `ClipSampling.covering(frames)`; `logits_fn` maps
     `pixel_values` to per-frame logits `(n, num_frames, num_labels, h, w)`."""
     return segmentation_from_logits(run_on_clips(logits_fn, clips, batch_size, device), processor, clips, frames)
-
-
-def model_logits_fn(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A segmentation model's logits as a function of `pixel_values`."""
-    return lambda pixel_values: model(pixel_values=pixel_values).logits
 
 
 def segment_video(

@@ -84,6 +84,37 @@ def test_predict_writes_frames_summary_and_plots(trained, synthetic_echonet, tmp
         assert (out / f"{video.stem}_area.png").is_file() and (out / f"{video.stem}_overlay.png").is_file()
 
 
+def test_predict_overlays_frames_decoded_as_the_segmentation_was(trained, synthetic_echonet, tmp_path):
+    """A processor that crops each frame to its ultrasound sector, on a video with black side bands: the overlay's
+    frames get the same crop as the frames that were segmented, so frames and label maps have one size."""
+    import shutil
+
+    import av
+
+    from discovr import DiscovrVideoProcessor
+    from discovr.video_processing_discovr import read_video
+
+    output, _ = trained
+    sector_model = tmp_path / "sector_model"
+    shutil.copytree(output, sector_model)
+    processor = DiscovrVideoProcessor.from_pretrained(sector_model)
+    processor.do_mask_sector = True
+    processor.save_pretrained(sector_model)
+    frames, metadata = read_video(str(sorted((synthetic_echonet / "Videos").glob("*.avi"))[0]), None)
+    banded = tmp_path / "banded.avi"
+    with av.open(str(banded), "w") as container:
+        stream = container.add_stream("mjpeg", rate=round(metadata.fps))
+        stream.height, stream.width, stream.pix_fmt = frames.shape[-2], frames.shape[-1] + 48, "yuvj420p"
+        for frame in frames:
+            image = torch.nn.functional.pad(frame, (24, 24)).permute(1, 2, 0).contiguous().numpy()
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    out = tmp_path / "predicted"
+    assert segment.main(["predict", str(sector_model), str(banded), "--output_dir", str(out), "--device", "cpu",
+                         "--disable_tqdm"]) == 0
+    assert (out / "banded_overlay.png").is_file()
+
+
 def test_predict_names_a_failed_video_and_goes_on(trained, synthetic_echonet, tmp_path):
     output, _ = trained
     broken = tmp_path / "broken.avi"
