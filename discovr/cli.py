@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from transformers import HfArgumentParser
 
 from .video_processing_discovr import ClipSampling
@@ -142,7 +143,7 @@ class DiscovrArgumentParser(HfArgumentParser):
         values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(self.options_class) if f.init}
         try:
             return self.options_class(**values)
-        except (InputError, ValueError) as error:
+        except ValueError as error:  # InputError included
             self.error(one_line(error))
 
 
@@ -153,6 +154,11 @@ def run_console_script(prog: str, body: Callable[[], int]) -> int:
     except (InputError, *PATH_ERRORS) as error:
         sys.stderr.write(f"{prog}: error: {one_line(error)}\n")
         return USAGE_STATUS
+
+
+def default_device(device: str | None) -> str:
+    """`device` as given, else `cuda` when a GPU is available, else `cpu`: the console scripts' default."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def model_type_of(model_dir: str | os.PathLike) -> str:
@@ -177,6 +183,7 @@ __all__ = [
     "InputError",
     "argument",
     "clips_argument",
+    "default_device",
     "model_type_of",
     "one_line",
     "run_console_script",

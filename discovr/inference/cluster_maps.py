@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..cli import DiscovrArgumentParser, InputError, argument, model_type_of, run_console_script
+from ..cli import DiscovrArgumentParser, InputError, argument, default_device, model_type_of, run_console_script
 from ..modeling_discovr import DiscovrForPreTraining
 from ..plotting import plot_cluster_maps
 from ..training.encoders import load_complete
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def run() -> int:
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = default_device(args.device)
         model = load_pretraining_model(args.model_dir).to(device)
         processor = DiscovrVideoProcessor.from_pretrained(args.model_dir)
         try:

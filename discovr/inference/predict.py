@@ -19,11 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 from transformers import pipeline
 
-from ..cli import CLIPS_HELP, SPATIAL_CROPS_HELP, DiscovrArgumentParser, InputError, argument, clips_argument, model_type_of, run_console_script
+from ..cli import (
+    CLIPS_HELP,
+    SPATIAL_CROPS_HELP,
+    DiscovrArgumentParser,
+    InputError,
+    argument,
+    clips_argument,
+    default_device,
+    model_type_of,
+    run_console_script,
+)
 from ..data.manifests import read_manifest_table, read_video_csv
 from .pipeline import TASK, DiscovrVideoClassificationPipeline
 from ..video_processing_discovr import DICOM_SUFFIXES, ClipSampling, VideoDecodeError
@@ -113,8 +122,7 @@ def collect_videos(
 
 def load_predictor(model_dir: str | os.PathLike, device: str | None = None) -> DiscovrVideoClassificationPipeline:
     """The `video-classification` pipeline of a fine-tuned DISCOVR directory (model and processor side by side)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = default_device(device)
     model_type_of(model_dir)
     predictor = pipeline(TASK, model=os.fspath(model_dir), device=device)
     if not isinstance(predictor, DiscovrVideoClassificationPipeline):

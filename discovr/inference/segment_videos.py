@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..cli import InputError, model_type_of
+from ..cli import InputError, default_device, model_type_of
 from ..modeling_discovr import DiscovrForSemanticSegmentation
 from ..training.encoders import load_complete
 from ..video_processing_discovr import DiscovrVideoProcessor
@@ -44,7 +44,7 @@ def load_segmentation_model(
     if not (Path(model_dir) / "video_preprocessor_config.json").is_file():
         raise InputError(f"{model_dir} has no video processor (video_preprocessor_config.json)")
     model, _ = load_complete(DiscovrForSemanticSegmentation, model_dir, "a DISCOVR segmentation model")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     return model.to(device).eval(), DiscovrVideoProcessor.from_pretrained(model_dir)
 
 

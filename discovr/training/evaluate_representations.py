@@ -24,7 +24,16 @@ import torch
 import transformers
 from numpy.typing import ArrayLike
 
-from ..cli import CLIPS_HELP, DiscovrArgumentParser, InputError, argument, clips_argument, model_type_of, run_console_script
+from ..cli import (
+    CLIPS_HELP,
+    DiscovrArgumentParser,
+    InputError,
+    argument,
+    clips_argument,
+    default_device,
+    model_type_of,
+    run_console_script,
+)
 from ..metrics import (
     DEFAULT_NUM_BOOTSTRAP,
     binary_auroc,
@@ -365,7 +374,7 @@ def evaluate_representations(config: EvalConfig) -> dict[str, Any]:
         raise InputError(f"--clips: {error}") from None
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = torch.device(default_device(config.device))
 
     splits = config.load_splits()
     label_column, abnormal_below = _default_labels(config)

@@ -41,6 +41,7 @@ from ..modeling_discovr import DiscovrForSemanticSegmentation
 from ..inference.segment_videos import load_segmentation_model, predict_folder
 from ..inference.segmentation import VideoSegmentation, model_logits_fn, segment_clips
 from ..video_processing_discovr import ClipSampling, DiscovrVideoProcessor
+from .data_selection import SPLITS
 from .encoders import Encoder, is_pretraining_folder, load_complete, pretraining_encoder_under_head
 from .model_card import CardResult, dataset_name, describe_size, model_reference, write_model_card
 from .presets import model_processor
@@ -52,7 +53,6 @@ DataFormat = Literal["synthetic", "echonet_dynamic", "camus"]
 Head = Literal["linear", "light"]
 Mode = Literal["frozen", "full", "lora"]
 MODES = get_args(Mode)
-SPLITS = ("train", "validation", "test")
 
 
 @dataclass(kw_only=True)
@@ -293,7 +293,7 @@ def train(config: SegmentTrainConfig) -> dict:
     log_history = trainer.state.log_history
     (output_dir / "training_log.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in log_history))
 
-    metrics = {"settings": {key: value for key, value in asdict(config).items()}}
+    metrics = {"settings": asdict(config)}
     for split in ("validation", "test"):
         rows = _first(data[split], config.max_eval_videos) if split in data else []
         if len(rows):
